@@ -1,0 +1,760 @@
+//! Database-level endpoints below `/db/`: documents, attachments, `_all_docs`, `_bulk_docs`,
+//! `_bulk_get`, `_revs_diff`, `_local`, and maintenance.
+
+use std::collections::{BTreeMap, HashSet};
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+
+use super::{Ctx, Operation, blocking, json_response, method_not_allowed};
+use crate::doc::{DocUpdate, IdKind, ParseOptions, check_id};
+use crate::error::{Error, Result};
+use crate::read::{AllDocsQuery, AllDocsRow, AttachmentMode, GetOptions, OpenRev, OpenRevs};
+use crate::rev::RevId;
+use crate::store::Database;
+
+pub(super) async fn route(
+    ctx: Ctx,
+    method: &Method,
+    db: &str,
+    rest: &[&str],
+    body: Body,
+) -> Result<Response> {
+    match rest {
+        ["_all_docs"] => all_docs(ctx, method, db, body).await,
+        ["_changes"] => super::changes::handle(ctx, method, db, body).await,
+        ["_bulk_docs"] => bulk_docs(ctx, method, db, body).await,
+        ["_bulk_get"] => bulk_get(ctx, method, db, body).await,
+        ["_revs_diff"] => revs_diff(ctx, method, db, body).await,
+        ["_ensure_full_commit"] => ensure_full_commit(ctx, method, db).await,
+        ["_compact", ..] => compact(ctx, method, db).await,
+        ["_revs_limit"] => revs_limit(ctx, method, db, body).await,
+        ["_local", id @ ..] if !id.is_empty() => {
+            let id = format!("_local/{}", id.join("/"));
+            document(ctx, method, db, &id, body).await
+        }
+        ["_design", name] => document(ctx, method, db, &format!("_design/{name}"), body).await,
+        ["_design", name, att @ ..] => {
+            attachment(
+                ctx,
+                method,
+                db,
+                &format!("_design/{name}"),
+                &att.join("/"),
+                body,
+            )
+            .await
+        }
+        [id] => document(ctx, method, db, id, body).await,
+        [id, att @ ..] => attachment(ctx, method, db, id, &att.join("/"), body).await,
+        [] => Err(Error::not_found("missing")),
+    }
+}
+
+fn parse_opts(ctx: &Ctx) -> ParseOptions<'_> {
+    ParseOptions {
+        compress: ctx.app.store.config().compress_attachments,
+        tmp_dir: ctx.app.store.tmp_dir(),
+    }
+}
+
+fn check_write(ctx: &mut Ctx, db: &str, id: &str) -> Result<()> {
+    let op = match check_id(id)? {
+        IdKind::Design => Operation::WriteDesign { db },
+        IdKind::Local => Operation::WriteLocal { db },
+        IdKind::Normal => Operation::WriteDb { db },
+    };
+    ctx.check(op)
+}
+
+/// Hides a document the caller's filter refuses (404, as if it did not exist).
+async fn check_visible(ctx: &Ctx, db: &Database, id: &str) -> Result<()> {
+    let Some(filter) = ctx.filter.clone() else {
+        return Ok(());
+    };
+    let d = db.clone();
+    let key = id.to_owned();
+    let winner = blocking(move || d.winner_json(&key)).await?;
+    match winner {
+        Some(doc) if filter.allows(id, &doc) => Ok(()),
+        _ => Err(Error::not_found("missing")),
+    }
+}
+
+fn rev_param(ctx: &Ctx) -> Result<Option<RevId>> {
+    if let Some(rev) = ctx.query.get("rev") {
+        return rev.parse().map(Some);
+    }
+    if let Some(v) = ctx.headers().get(header::IF_MATCH) {
+        let text = v.to_str().map_err(|_| Error::bad_rev("If-Match"))?;
+        return text.trim_matches('"').parse().map(Some);
+    }
+    Ok(None)
+}
+
+fn etag(rev: &RevId) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!("\"{rev}\"")).ok()
+}
+
+fn ok_rev(status: StatusCode, id: &str, rev: &RevId) -> Response {
+    let mut response = json_response(
+        status,
+        &json!({"ok": true, "id": id, "rev": rev.to_string()}),
+    );
+    if let Some(tag) = etag(rev) {
+        response.headers_mut().insert(header::ETAG, tag);
+    }
+    response
+}
+
+pub(crate) fn get_options(ctx: &Ctx) -> Result<GetOptions> {
+    let q = &ctx.query;
+    let meta = q.flag("meta")?;
+    let mut opts = GetOptions {
+        rev: match q.get("rev") {
+            Some(r) => Some(r.parse()?),
+            None => None,
+        },
+        revs: q.flag("revs")?,
+        revs_info: q.flag("revs_info")? || meta,
+        conflicts: q.flag("conflicts")? || meta,
+        deleted_conflicts: q.flag("deleted_conflicts")? || meta,
+        local_seq: q.flag("local_seq")?,
+        latest: q.flag("latest")?,
+        attachments: if q.flag("attachments")? {
+            AttachmentMode::Inline
+        } else {
+            AttachmentMode::Stubs
+        },
+        atts_since: Vec::new(),
+        att_encoding_info: q.flag("att_encoding_info")?,
+    };
+    if let Some(since) = q.json("atts_since")? {
+        opts.atts_since = rev_list(&since)?;
+        if opts.attachments == AttachmentMode::Stubs {
+            opts.attachments = AttachmentMode::Inline;
+        }
+    }
+    Ok(opts)
+}
+
+fn rev_list(value: &Value) -> Result<Vec<RevId>> {
+    let Value::Array(items) = value else {
+        return Err(Error::bad_request("expected a JSON array of revisions"));
+    };
+    items
+        .iter()
+        .map(|v| {
+            v.as_str()
+                .ok_or_else(|| Error::bad_rev(v.to_string()))?
+                .parse()
+        })
+        .collect()
+}
+
+fn wants_multipart(ctx: &Ctx, kind: &str) -> bool {
+    ctx.headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains(kind))
+}
+
+async fn document(
+    mut ctx: Ctx,
+    method: &Method,
+    db_name: &str,
+    id: &str,
+    body: Body,
+) -> Result<Response> {
+    let kind = check_id(id)?;
+    match *method {
+        Method::GET | Method::HEAD => {
+            ctx.check(Operation::ReadDb { db: db_name })?;
+            let db = ctx.db(db_name).await?;
+            if kind == IdKind::Local {
+                let d = db.clone();
+                let key = id.to_owned();
+                let doc = blocking(move || d.get_local(&key)).await?;
+                return Ok(json_response(StatusCode::OK, &Value::Object(doc)));
+            }
+            check_visible(&ctx, &db, id).await?;
+            let mut opts = get_options(&ctx)?;
+            if let Some(open_revs) = ctx.query.get("open_revs") {
+                let revs = if open_revs == "all" {
+                    OpenRevs::All
+                } else {
+                    let value: Value = serde_json::from_str(open_revs).map_err(|_| {
+                        Error::bad_request("Invalid open_revs: expected \"all\" or a JSON array")
+                    })?;
+                    OpenRevs::Revs(rev_list(&value)?)
+                };
+                let multipart = wants_multipart(&ctx, "multipart/mixed");
+                if multipart && opts.attachments == AttachmentMode::Inline {
+                    opts.attachments = AttachmentMode::Follows;
+                }
+                let (d, key, o) = (db.clone(), id.to_owned(), opts.clone());
+                let results = blocking(move || d.open_revs(&key, &revs, &o)).await?;
+                if multipart {
+                    return Ok(super::multipart::open_revs_response(db, results));
+                }
+                let list: Vec<Value> = results
+                    .into_iter()
+                    .map(|r| match r {
+                        OpenRev::Ok(doc) => json!({"ok": Value::Object(doc.json)}),
+                        OpenRev::Missing(rev) => json!({"missing": rev.to_string()}),
+                    })
+                    .collect();
+                return Ok(json_response(StatusCode::OK, &Value::Array(list)));
+            }
+            let (d, key) = (db.clone(), id.to_owned());
+            let doc = blocking(move || d.get(&key, &opts)).await?;
+            let tag = etag(&doc.rev);
+            if let (Some(tag), Some(inm)) = (&tag, ctx.headers().get(header::IF_NONE_MATCH)) {
+                if inm == tag {
+                    let mut response = Response::new(Body::empty());
+                    *response.status_mut() = StatusCode::NOT_MODIFIED;
+                    response.headers_mut().insert(header::ETAG, tag.clone());
+                    return Ok(response);
+                }
+            }
+            let mut response = json_response(StatusCode::OK, &Value::Object(doc.json));
+            if let Some(tag) = tag {
+                response.headers_mut().insert(header::ETAG, tag);
+            }
+            Ok(response)
+        }
+        Method::PUT => {
+            check_write(&mut ctx, db_name, id)?;
+            let db = ctx.db(db_name).await?;
+            let content_type = ctx
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let mut update = if content_type.starts_with("multipart/related") {
+                super::multipart::parse_related(&ctx, &content_type, body).await?
+            } else {
+                let bytes = ctx.body_bytes(body).await?;
+                if bytes.len() > ctx.app.config.max_document_bytes {
+                    return Err(Error::too_large("Document"));
+                }
+                let object = crate::json::parse_object(&bytes)?;
+                let opts = parse_opts(&ctx);
+                let tmp = opts.tmp_dir.to_path_buf();
+                let compress = opts.compress;
+                blocking(move || {
+                    DocUpdate::from_json(
+                        object,
+                        ParseOptions {
+                            compress,
+                            tmp_dir: &tmp,
+                        },
+                    )
+                })
+                .await?
+            };
+            if let Some(body_id) = &update.id {
+                if body_id != id {
+                    return Err(Error::bad_request(
+                        "Document id in the body does not match the URL",
+                    ));
+                }
+            }
+            if update.rev.is_none() {
+                update.rev = rev_param(&ctx)?;
+            }
+            let new_edits = ctx.query.get("new_edits") != Some("false");
+            let deleted = update.deleted;
+            let batch = ctx.query.get("batch") == Some("ok");
+            let (d, key) = (db.clone(), id.to_owned());
+            let (id, rev) = blocking(move || d.put(Some(&key), update, new_edits)).await?;
+            if batch {
+                return Ok(json_response(
+                    StatusCode::ACCEPTED,
+                    &json!({"ok": true, "id": id}),
+                ));
+            }
+            let status = if deleted {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            Ok(ok_rev(status, &id, &rev))
+        }
+        Method::DELETE => {
+            check_write(&mut ctx, db_name, id)?;
+            let db = ctx.db(db_name).await?;
+            if kind == IdKind::Local {
+                let (d, key) = (db.clone(), id.to_owned());
+                blocking(move || d.delete_local(&key)).await?;
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &json!({"ok": true, "id": id, "rev": "0-0"}),
+                ));
+            }
+            let rev = rev_param(&ctx)?.ok_or_else(Error::conflict)?;
+            let update = DocUpdate {
+                rev: Some(rev),
+                deleted: true,
+                ..DocUpdate::default()
+            };
+            let (d, key) = (db.clone(), id.to_owned());
+            let (id, rev) = blocking(move || d.put(Some(&key), update, true)).await?;
+            Ok(ok_rev(StatusCode::OK, &id, &rev))
+        }
+        _ => Err(method_not_allowed("GET,HEAD,PUT,DELETE")),
+    }
+}
+
+pub(super) async fn post_doc(mut ctx: Ctx, db_name: &str, body: Body) -> Result<Response> {
+    let bytes = ctx.body_bytes(body).await?;
+    if bytes.len() > ctx.app.config.max_document_bytes {
+        return Err(Error::too_large("Document"));
+    }
+    let object = crate::json::parse_object(&bytes)?;
+    let id = object.get("_id").and_then(Value::as_str).map(str::to_owned);
+    match &id {
+        Some(id) => check_write(&mut ctx, db_name, id)?,
+        None => ctx.check(Operation::WriteDb { db: db_name })?,
+    }
+    let db = ctx.db(db_name).await?;
+    let opts = parse_opts(&ctx);
+    let (tmp, compress) = (opts.tmp_dir.to_path_buf(), opts.compress);
+    let update = blocking(move || {
+        DocUpdate::from_json(
+            object,
+            ParseOptions {
+                compress,
+                tmp_dir: &tmp,
+            },
+        )
+    })
+    .await?;
+    let batch = ctx.query.get("batch") == Some("ok");
+    let (id, rev) = blocking(move || db.put(None, update, true)).await?;
+    if batch {
+        return Ok(json_response(
+            StatusCode::ACCEPTED,
+            &json!({"ok": true, "id": id}),
+        ));
+    }
+    let mut response = ok_rev(StatusCode::CREATED, &id, &rev);
+    if let Ok(location) = HeaderValue::from_str(&format!("/{db_name}/{id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+struct BulkDocsBody<'a> {
+    #[serde(borrow)]
+    docs: Vec<&'a RawValue>,
+    #[serde(default)]
+    new_edits: Option<bool>,
+}
+
+async fn bulk_docs(mut ctx: Ctx, method: &Method, db_name: &str, body: Body) -> Result<Response> {
+    if *method != Method::POST {
+        return Err(method_not_allowed("POST"));
+    }
+    let bytes = ctx.body_bytes(body).await?;
+    let max_doc = ctx.app.config.max_document_bytes;
+    let opts = parse_opts(&ctx);
+    let (tmp, compress) = (opts.tmp_dir.to_path_buf(), opts.compress);
+    // Parse (and classify for authorization) off the async threads.
+    let parsed = blocking(move || {
+        crate::json::parse_value(&bytes)?;
+        let body: BulkDocsBody<'_> = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::bad_request(format!("_bulk_docs body must be {{\"docs\": [...]}}: {e}"))
+        })?;
+        let new_edits = body.new_edits.unwrap_or(true);
+        let mut kinds = HashSet::new();
+        let docs: Vec<Result<DocUpdate>> = body
+            .docs
+            .into_iter()
+            .map(|raw| {
+                if raw.get().len() > max_doc {
+                    return Err(Error::too_large("Document"));
+                }
+                let object = crate::json::parse_object(raw.get().as_bytes())?;
+                let update = DocUpdate::from_json(
+                    object,
+                    ParseOptions {
+                        compress,
+                        tmp_dir: &tmp,
+                    },
+                )?;
+                if let Some(id) = &update.id {
+                    kinds.insert(check_id(id)?);
+                } else {
+                    kinds.insert(IdKind::Normal);
+                }
+                Ok(update)
+            })
+            .collect();
+        Ok((docs, new_edits, kinds))
+    })
+    .await?;
+    let (docs, new_edits, kinds) = parsed;
+    if kinds.contains(&IdKind::Normal) || kinds.is_empty() {
+        ctx.check(Operation::WriteDb { db: db_name })?;
+    }
+    if kinds.contains(&IdKind::Design) {
+        ctx.check(Operation::WriteDesign { db: db_name })?;
+    }
+    if kinds.contains(&IdKind::Local) {
+        ctx.check(Operation::WriteLocal { db: db_name })?;
+    }
+    let db = ctx.db(db_name).await?;
+    let results = blocking(move || db.bulk_docs(docs, new_edits)).await?;
+    let rows: Vec<Value> = results
+        .into_iter()
+        .filter_map(|r| match r.result {
+            Ok(rev) if new_edits => Some(json!({"ok": true, "id": r.id, "rev": rev.to_string()})),
+            Ok(_) => None,
+            Err(e) => Some(json!({"id": r.id, "error": e.error(), "reason": e.reason()})),
+        })
+        .collect();
+    Ok(json_response(StatusCode::CREATED, &Value::Array(rows)))
+}
+
+#[derive(Deserialize)]
+struct BulkGetBody {
+    docs: Vec<BulkGetItem>,
+}
+
+#[derive(Deserialize)]
+struct BulkGetItem {
+    id: Option<String>,
+    rev: Option<String>,
+    #[serde(default)]
+    atts_since: Option<Vec<String>>,
+}
+
+async fn bulk_get(mut ctx: Ctx, method: &Method, db_name: &str, body: Body) -> Result<Response> {
+    if *method != Method::POST {
+        return Err(method_not_allowed("POST"));
+    }
+    ctx.check(Operation::ReadDb { db: db_name })?;
+    let db = ctx.db(db_name).await?;
+    let bytes = ctx.body_bytes(body).await?;
+    crate::json::parse_value(&bytes)?;
+    let request: BulkGetBody = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::bad_request(format!("_bulk_get body must be {{\"docs\": [...]}}: {e}"))
+    })?;
+    if request.docs.len() as u64 > ctx.app.config.max_rows {
+        return Err(Error::too_large("_bulk_get request"));
+    }
+    let base = get_options(&ctx)?;
+    let filter = ctx.filter.clone();
+    let results = blocking(move || {
+        let mut out = Vec::with_capacity(request.docs.len());
+        for item in request.docs {
+            let Some(id) = item.id else {
+                out.push(json!({"id": null, "docs": [{"error": {"id": null, "rev": null, "error": "illegal_docid", "reason": "Document id must be a string"}}]}));
+                continue;
+            };
+            let error = |rev: Option<&str>, e: &Error| {
+                json!({"error": {"id": id, "rev": rev, "error": e.error(), "reason": e.reason()}})
+            };
+            let mut opts = base.clone();
+            if let Some(since) = &item.atts_since {
+                match since.iter().map(|r| r.parse()).collect::<Result<Vec<RevId>>>() {
+                    Ok(revs) => {
+                        opts.atts_since = revs;
+                        opts.attachments = AttachmentMode::Inline;
+                    }
+                    Err(e) => {
+                        out.push(json!({"id": id, "docs": [error(None, &e)]}));
+                        continue;
+                    }
+                }
+            }
+            if let Some(f) = &filter {
+                let visible = db.winner_json(&id)?.is_some_and(|doc| f.allows(&id, &doc));
+                if !visible {
+                    out.push(json!({"id": id, "docs": [error(item.rev.as_deref(), &Error::not_found("missing"))]}));
+                    continue;
+                }
+            }
+            let docs: Vec<Value> = match &item.rev {
+                Some(rev_text) => match rev_text.parse::<RevId>() {
+                    Ok(rev) => match db.open_revs(&id, &OpenRevs::Revs(vec![rev]), &opts) {
+                        Ok(revs) => revs
+                            .into_iter()
+                            .map(|r| match r {
+                                OpenRev::Ok(doc) => json!({"ok": Value::Object(doc.json)}),
+                                OpenRev::Missing(rev) => error(Some(&rev.to_string()), &Error::not_found("missing")),
+                            })
+                            .collect(),
+                        Err(e) => vec![error(Some(rev_text), &e)],
+                    },
+                    Err(e) => vec![error(Some(rev_text), &e)],
+                },
+                None => match db.get(&id, &opts) {
+                    Ok(doc) => vec![json!({"ok": Value::Object(doc.json)})],
+                    Err(e) => vec![error(None, &e)],
+                },
+            };
+            out.push(json!({"id": id, "docs": docs}));
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(json_response(StatusCode::OK, &json!({"results": results})))
+}
+
+async fn revs_diff(mut ctx: Ctx, method: &Method, db_name: &str, body: Body) -> Result<Response> {
+    if *method != Method::POST {
+        return Err(method_not_allowed("POST"));
+    }
+    ctx.check(Operation::ReadDb { db: db_name })?;
+    let db = ctx.db(db_name).await?;
+    let bytes = ctx.body_bytes(body).await?;
+    let Value::Object(map) = crate::json::parse_value(&bytes)? else {
+        return Err(Error::bad_request(
+            "_revs_diff body must be an object of id: [revs]",
+        ));
+    };
+    let mut query: BTreeMap<String, Vec<RevId>> = BTreeMap::new();
+    for (id, revs) in map {
+        query.insert(id, rev_list(&revs)?);
+    }
+    let diff = blocking(move || db.revs_diff(&query)).await?;
+    let mut out = Map::new();
+    for (id, d) in diff {
+        let mut entry = Map::new();
+        entry.insert(
+            "missing".into(),
+            json!(
+                d.missing
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+            ),
+        );
+        if !d.possible_ancestors.is_empty() {
+            entry.insert(
+                "possible_ancestors".into(),
+                json!(
+                    d.possible_ancestors
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                ),
+            );
+        }
+        out.insert(id, Value::Object(entry));
+    }
+    Ok(json_response(StatusCode::OK, &Value::Object(out)))
+}
+
+async fn ensure_full_commit(mut ctx: Ctx, method: &Method, db_name: &str) -> Result<Response> {
+    if *method != Method::POST {
+        return Err(method_not_allowed("POST"));
+    }
+    ctx.check(Operation::ReadDb { db: db_name })?;
+    ctx.db(db_name).await?;
+    // Every acknowledged write is already durable: there is nothing to flush.
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"ok": true, "instance_start_time": "0"}),
+    ))
+}
+
+async fn compact(mut ctx: Ctx, method: &Method, db_name: &str) -> Result<Response> {
+    if *method != Method::POST {
+        return Err(method_not_allowed("POST"));
+    }
+    ctx.check(Operation::AdminDb { db: db_name })?;
+    let db = ctx.db(db_name).await?;
+    blocking(move || db.compact()).await?;
+    Ok(json_response(StatusCode::ACCEPTED, &json!({"ok": true})))
+}
+
+async fn revs_limit(mut ctx: Ctx, method: &Method, db_name: &str, body: Body) -> Result<Response> {
+    match *method {
+        Method::GET => {
+            ctx.check(Operation::ReadDb { db: db_name })?;
+            let db = ctx.db(db_name).await?;
+            let limit = blocking(move || db.revs_limit()).await?;
+            Ok(json_response(StatusCode::OK, &json!(limit)))
+        }
+        Method::PUT => {
+            ctx.check(Operation::AdminDb { db: db_name })?;
+            let db = ctx.db(db_name).await?;
+            let bytes = ctx.body_bytes(body).await?;
+            let limit = crate::json::parse_value(&bytes)?
+                .as_u64()
+                .ok_or_else(|| Error::bad_request("_revs_limit must be a positive integer"))?;
+            blocking(move || db.set_revs_limit(limit)).await?;
+            Ok(json_response(StatusCode::OK, &json!({"ok": true})))
+        }
+        _ => Err(method_not_allowed("GET,PUT")),
+    }
+}
+
+fn key_param(ctx: &Ctx, names: &[&str]) -> Result<Option<String>> {
+    for name in names {
+        if let Some(v) = ctx.query.json(name)? {
+            return match v {
+                Value::String(s) => Ok(Some(s)),
+                _ => Err(Error::query_parse(format!(
+                    "{name} must be a JSON string (document ids are strings)"
+                ))),
+            };
+        }
+    }
+    Ok(None)
+}
+
+async fn all_docs(mut ctx: Ctx, method: &Method, db_name: &str, body: Body) -> Result<Response> {
+    if *method != Method::GET && *method != Method::HEAD && *method != Method::POST {
+        return Err(method_not_allowed("GET,HEAD,POST"));
+    }
+    ctx.check(Operation::ReadDb { db: db_name })?;
+    let db = ctx.db(db_name).await?;
+    let mut keys = match ctx.query.json("keys")? {
+        Some(v) => Some(v),
+        None => ctx.query.json("key")?.map(|k| Value::Array(vec![k])),
+    };
+    if *method == Method::POST {
+        let bytes = ctx.body_bytes(body).await?;
+        if !bytes.is_empty() {
+            if let Value::Object(mut map) = crate::json::parse_value(&bytes)? {
+                if let Some(k) = map.remove("keys") {
+                    keys = Some(k);
+                }
+            }
+        }
+    }
+    let keys = match keys {
+        None => None,
+        Some(Value::Array(items)) => Some(
+            items
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    other => Ok(other.to_string()),
+                })
+                .collect::<Result<Vec<String>>>()?,
+        ),
+        Some(_) => return Err(Error::bad_request("`keys` must be an array")),
+    };
+    let max = ctx.app.config.max_rows;
+    let q = AllDocsQuery {
+        start_key: key_param(&ctx, &["startkey", "start_key"])?,
+        end_key: key_param(&ctx, &["endkey", "end_key"])?,
+        keys,
+        descending: ctx.query.flag("descending")?,
+        skip: ctx.query.u64("skip")?.unwrap_or(0),
+        limit: Some(ctx.query.u64("limit")?.unwrap_or(max).min(max)),
+        exclusive_end: ctx.query.get("inclusive_end") == Some("false"),
+        include_docs: ctx.query.flag("include_docs")?,
+        conflicts: ctx.query.flag("conflicts")?,
+        attachments: ctx.query.flag("attachments")?,
+    };
+    if q.keys.as_ref().is_some_and(|k| k.len() as u64 > max) {
+        return Err(Error::too_large("keys list"));
+    }
+    let update_seq = ctx.query.flag("update_seq")?;
+    let filter = ctx.filter.clone();
+    let d = db.clone();
+    let result = blocking(move || d.all_docs(&q, filter.as_deref())).await?;
+    let rows: Vec<Value> = result
+        .rows
+        .into_iter()
+        .map(|row| match row {
+            AllDocsRow::Doc {
+                id,
+                rev,
+                deleted,
+                doc,
+            } => {
+                let mut value = json!({"rev": rev.to_string()});
+                if deleted {
+                    value["deleted"] = Value::Bool(true);
+                }
+                let mut r = json!({"id": id, "key": id, "value": value});
+                if let Some(doc) = doc {
+                    r["doc"] = doc;
+                }
+                r
+            }
+            AllDocsRow::NotFound(key) => json!({"key": key, "error": "not_found"}),
+        })
+        .collect();
+    let mut out = json!({"total_rows": result.total_rows, "offset": result.offset, "rows": rows});
+    if update_seq {
+        out["update_seq"] = json!(db.seq_string(result.update_seq));
+    }
+    Ok(json_response(StatusCode::OK, &out))
+}
+
+async fn attachment(
+    mut ctx: Ctx,
+    method: &Method,
+    db_name: &str,
+    id: &str,
+    name: &str,
+    body: Body,
+) -> Result<Response> {
+    if check_id(id)? == IdKind::Local {
+        return Err(Error::bad_request(
+            "_local documents do not have attachments",
+        ));
+    }
+    crate::doc::check_attachment_name(name)?;
+    match *method {
+        Method::GET | Method::HEAD => {
+            ctx.check(Operation::ReadDb { db: db_name })?;
+            let db = ctx.db(db_name).await?;
+            check_visible(&ctx, &db, id).await?;
+            let rev = match ctx.query.get("rev") {
+                Some(r) => Some(r.parse::<RevId>()?),
+                None => None,
+            };
+            let (d, key, n) = (db.clone(), id.to_owned(), name.to_owned());
+            let (_, att) = blocking(move || d.attachment(&key, &n, rev.as_ref())).await?;
+            let accepts_gzip = ctx
+                .headers()
+                .get(header::ACCEPT_ENCODING)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("gzip"));
+            Ok(super::multipart::attachment_response(db, att, accepts_gzip))
+        }
+        Method::PUT => {
+            ctx.check(Operation::WriteDb { db: db_name })?;
+            if check_id(id)? == IdKind::Design {
+                ctx.check(Operation::WriteDesign { db: db_name })?;
+            }
+            let db = ctx.db(db_name).await?;
+            let rev = rev_param(&ctx)?;
+            let content_type = ctx
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/octet-stream")
+                .to_owned();
+            let content = super::multipart::spool_body(&ctx, &content_type, body).await?;
+            let (d, key, n) = (db.clone(), id.to_owned(), name.to_owned());
+            let rev = blocking(move || d.put_attachment(&key, rev, &n, content)).await?;
+            Ok(ok_rev(StatusCode::CREATED, id, &rev))
+        }
+        Method::DELETE => {
+            ctx.check(Operation::WriteDb { db: db_name })?;
+            let db = ctx.db(db_name).await?;
+            let rev = rev_param(&ctx)?.ok_or_else(Error::conflict)?;
+            let (d, key, n) = (db.clone(), id.to_owned(), name.to_owned());
+            let rev = blocking(move || d.delete_attachment(&key, rev, &n)).await?;
+            Ok(ok_rev(StatusCode::OK, id, &rev))
+        }
+        _ => Err(method_not_allowed("GET,HEAD,PUT,DELETE")),
+    }
+}

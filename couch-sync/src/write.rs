@@ -1,0 +1,563 @@
+//! Writing documents: CouchDB's update rules (`new_edits` true and false), attachments,
+//! `_local` documents, and compaction's clean-up.
+
+use std::collections::HashSet;
+
+use redb::ReadableTable;
+use serde_json::{Map, Value};
+
+use crate::attachment::PreparedAttachment;
+use crate::doc::{AttachmentKind, DocUpdate, IdKind, check_id};
+use crate::error::{Error, Result};
+use crate::records::{AttRecord, DocRecord, RevRecord};
+use crate::rev::RevId;
+use crate::revtree::{Merge, RevTree};
+use crate::store::{Database, Writer};
+
+/// The outcome of one document in a bulk write.
+#[derive(Debug)]
+pub struct BulkResult {
+    /// The document id (if one could be determined).
+    pub id: Option<String>,
+    /// The new revision, or the error for this document.
+    pub result: Result<RevId>,
+}
+
+fn new_doc_id() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Corrupt(format!("random source: {e}")))?;
+    Ok(data_encoding::HEXLOWER.encode(&bytes))
+}
+
+impl Writer<'_> {
+    fn load_doc(&self, id: &str) -> Result<Option<DocRecord>> {
+        match self.docs.get(id)? {
+            Some(v) => Ok(Some(DocRecord::decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn load_rev(&self, id: &str, rev: &RevId) -> Result<Option<RevRecord>> {
+        let rev_text = rev.to_string();
+        match self.revs.get((id, rev_text.as_str()))? {
+            Some(v) => Ok(Some(RevRecord::decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn store_content(&mut self, content: &mut PreparedAttachment) -> Result<()> {
+        let key = content.key;
+        if self.chunks.get((&key, 0u32))?.is_some() {
+            return Ok(()); // already stored: deduplicated
+        }
+        let chunks = &mut self.chunks;
+        content.for_each_chunk(|index, bytes| {
+            chunks.insert((&key, index), bytes)?;
+            Ok(())
+        })
+    }
+
+    /// Turns the update's attachments into records: stubs resolved against `sources` (revisions
+    /// to look in, nearest first), new content stored.
+    fn resolve_attachments(
+        &mut self,
+        id: &str,
+        update: &mut DocUpdate,
+        new_pos: u64,
+        sources: &[RevId],
+    ) -> Result<Vec<AttRecord>> {
+        let Some(inputs) = update.attachments.take() else {
+            return Ok(Vec::new());
+        };
+        let mut source_records: Option<Vec<RevRecord>> = None;
+        let mut out = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            match input.kind {
+                AttachmentKind::Stub { digest } => {
+                    if source_records.is_none() {
+                        let mut recs = Vec::new();
+                        for rev in sources {
+                            if let Some(rec) = self.load_rev(id, rev)? {
+                                recs.push(rec);
+                            }
+                        }
+                        source_records = Some(recs);
+                    }
+                    let found = source_records.iter().flatten().find_map(|rec| {
+                        rec.attachments.iter().find(|a| {
+                            a.name == input.name && digest.as_ref().is_none_or(|d| *d == a.digest)
+                        })
+                    });
+                    let found = match found {
+                        Some(a) => a.clone(),
+                        None => self
+                            .find_by_digest(id, &input.name, digest.as_deref())?
+                            .ok_or_else(|| {
+                                Error::missing_stub(format!(
+                                    "Invalid attachment stub in {id} for {}",
+                                    input.name
+                                ))
+                            })?,
+                    };
+                    out.push(found);
+                }
+                AttachmentKind::Data {
+                    mut content,
+                    revpos,
+                } => {
+                    self.store_content(&mut content)?;
+                    out.push(AttRecord {
+                        name: input.name,
+                        content_type: content.content_type.clone(),
+                        length: content.length,
+                        stored_len: content.stored_len,
+                        revpos: revpos.unwrap_or(new_pos),
+                        digest: content.digest(),
+                        gzip: content.encoding == crate::attachment::Encoding::Gzip,
+                        key: data_encoding::HEXLOWER.encode(&content.key),
+                    });
+                }
+                AttachmentKind::Follows { .. } => {
+                    return Err(Error::bad_request(format!(
+                        "Attachment {:?} says it follows, but no multipart part carried it",
+                        input.name
+                    )));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Any stored revision of `id` with attachment `name` (and `digest`, if given).
+    fn find_by_digest(
+        &self,
+        id: &str,
+        name: &str,
+        digest: Option<&str>,
+    ) -> Result<Option<AttRecord>> {
+        let Some(digest) = digest else {
+            return Ok(None);
+        };
+        for entry in self.revs.range((id, "")..)? {
+            let (key, value) = entry?;
+            if key.value().0 != id {
+                break;
+            }
+            let rec = RevRecord::decode(value.value())?;
+            if let Some(a) = rec
+                .attachments
+                .into_iter()
+                .find(|a| a.name == name && a.digest == digest)
+            {
+                return Ok(Some(a));
+            }
+        }
+        Ok(None)
+    }
+
+    fn put_rev(&mut self, id: &str, rev: &RevId, record: &RevRecord) -> Result<()> {
+        let rev_text = rev.to_string();
+        let bytes = record.encode();
+        self.meta.external_size +=
+            record.body.len() as u64 + record.attachments.iter().map(|a| a.length).sum::<u64>();
+        self.revs
+            .insert((id, rev_text.as_str()), bytes.as_slice())?;
+        Ok(())
+    }
+
+    fn remove_rev(&mut self, id: &str, rev: &RevId) -> Result<()> {
+        let rev_text = rev.to_string();
+        if let Some(old) = self.revs.remove((id, rev_text.as_str()))? {
+            if let Ok(rec) = RevRecord::decode(old.value()) {
+                let size =
+                    rec.body.len() as u64 + rec.attachments.iter().map(|a| a.length).sum::<u64>();
+                self.meta.external_size = self.meta.external_size.saturating_sub(size);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stems the tree, stores it with a new sequence, and updates the counters.
+    fn finish_doc(&mut self, id: &str, old: Option<&DocRecord>, mut tree: RevTree) -> Result<()> {
+        let limit = usize::try_from(self.meta.revs_limit).unwrap_or(usize::MAX);
+        for removed in tree.stem(limit) {
+            self.remove_rev(id, &removed)?;
+        }
+        let winner_deleted = tree
+            .winner()
+            .and_then(|w| tree.node(w))
+            .is_none_or(|n| n.deleted);
+        let seq = self.meta.update_seq + 1;
+        self.meta.update_seq = seq;
+        if let Some(old) = old {
+            self.seqs.remove(old.seq)?;
+            if old.winner_deleted {
+                self.meta.doc_del_count = self.meta.doc_del_count.saturating_sub(1);
+            } else {
+                self.meta.doc_count = self.meta.doc_count.saturating_sub(1);
+            }
+        }
+        if winner_deleted {
+            self.meta.doc_del_count += 1;
+        } else {
+            self.meta.doc_count += 1;
+        }
+        self.seqs.insert(seq, id)?;
+        let record = DocRecord {
+            seq,
+            winner_deleted,
+            tree,
+        };
+        self.docs.insert(id, record.encode().as_slice())?;
+        Ok(())
+    }
+
+    /// Applies one document update. `id` has been checked and is not `_local/`.
+    pub(crate) fn update_doc(
+        &mut self,
+        id: &str,
+        mut update: DocUpdate,
+        new_edits: bool,
+    ) -> Result<RevId> {
+        let existing = self.load_doc(id)?;
+        let mut tree = existing
+            .as_ref()
+            .map(|d| d.tree.clone())
+            .unwrap_or_default();
+        let mut canonical = Vec::with_capacity(256);
+        crate::json::canonical_object(&update.body, &mut canonical);
+
+        if new_edits {
+            let parent = match &update.rev {
+                Some(rev) => match tree.find(rev) {
+                    Some(i) if tree.is_leaf(i) => Some(i),
+                    _ => return Err(Error::conflict()),
+                },
+                None => match tree.winner() {
+                    None => None,
+                    Some(w) if tree.node(w).is_some_and(|n| n.deleted) => Some(w),
+                    Some(_) => return Err(Error::conflict()),
+                },
+            };
+            let parent_rev = parent.and_then(|p| tree.node(p)).map(|n| n.rev.clone());
+            let new_pos = parent_rev.as_ref().map_or(1, |r| r.pos() + 1);
+            let sources: Vec<RevId> = parent_rev.iter().cloned().collect();
+            let attachments = self.resolve_attachments(id, &mut update, new_pos, &sources)?;
+            let att_keys: Vec<(&str, &str, &str)> = attachments
+                .iter()
+                .map(|a| (a.name.as_str(), a.content_type.as_str(), a.digest.as_str()))
+                .collect();
+            let rev = RevId::compute(parent_rev.as_ref(), update.deleted, &canonical, &att_keys);
+            if tree.find(&rev).is_some() {
+                // The identical edit is already there (a retried request): nothing to do.
+                return Ok(rev);
+            }
+            tree.add_child(parent, rev.clone(), update.deleted);
+            let record = RevRecord {
+                deleted: update.deleted,
+                body: canonical_to_stored(&update.body),
+                attachments,
+            };
+            self.put_rev(id, &rev, &record)?;
+            self.finish_doc(id, existing.as_ref(), tree)?;
+            Ok(rev)
+        } else {
+            let path = match (&update.revisions, &update.rev) {
+                (Some(revisions), rev) => {
+                    let path = revisions.path()?;
+                    if let (Some(rev), Some(first)) = (rev, path.first()) {
+                        if rev != first {
+                            return Err(Error::bad_request("_rev does not match _revisions"));
+                        }
+                    }
+                    path
+                }
+                (None, Some(rev)) => vec![rev.clone()],
+                (None, None) => {
+                    return Err(Error::bad_request(
+                        "new_edits=false needs the revision in _rev or _revisions",
+                    ));
+                }
+            };
+            let Some(leaf_rev) = path.first().cloned() else {
+                return Err(Error::bad_request("empty _revisions"));
+            };
+            // Stubs refer to the nearest ancestor we hold.
+            let sources: Vec<RevId> = path.iter().skip(1).cloned().collect();
+            if tree.find(&leaf_rev).is_some() {
+                return Ok(leaf_rev);
+            }
+            let attachments =
+                self.resolve_attachments(id, &mut update, leaf_rev.pos(), &sources)?;
+            match tree.merge_path(&path, update.deleted) {
+                Merge::AlreadyPresent => return Ok(leaf_rev),
+                Merge::Added { .. } => {}
+            }
+            let record = RevRecord {
+                deleted: update.deleted,
+                body: canonical_to_stored(&update.body),
+                attachments,
+            };
+            self.put_rev(id, &leaf_rev, &record)?;
+            self.finish_doc(id, existing.as_ref(), tree)?;
+            Ok(leaf_rev)
+        }
+    }
+}
+
+/// The stored form of a body: compact JSON in the client's member order.
+fn canonical_to_stored(body: &Map<String, Value>) -> Vec<u8> {
+    serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec())
+}
+
+/// Deletes the bodies of non-leaf revisions and unreferenced attachment content (compaction).
+pub(crate) fn drop_unreferenced(w: &mut Writer<'_>) -> Result<()> {
+    let mut updates: Vec<(String, DocRecord)> = Vec::new();
+    let mut drop_revs: Vec<(String, RevId)> = Vec::new();
+    for entry in w.docs.iter()? {
+        let (key, value) = entry?;
+        let id = key.value().to_owned();
+        let mut rec = DocRecord::decode(value.value())?;
+        let leaves: HashSet<usize> = rec.tree.leaves().into_iter().collect();
+        let mut changed = false;
+        for i in 0..rec.tree.nodes().len() {
+            let has_body = rec.tree.node(i).is_some_and(|n| n.has_body);
+            if has_body && !leaves.contains(&i) {
+                if let Some(n) = rec.tree.node(i) {
+                    drop_revs.push((id.clone(), n.rev.clone()));
+                }
+                rec.tree.drop_body(i);
+                changed = true;
+            }
+        }
+        if changed {
+            updates.push((id, rec));
+        }
+    }
+    for (id, rev) in &drop_revs {
+        w.remove_rev(id, rev)?;
+    }
+    for (id, rec) in &updates {
+        w.docs.insert(id.as_str(), rec.encode().as_slice())?;
+    }
+    let mut referenced: HashSet<[u8; 32]> = HashSet::new();
+    for entry in w.revs.iter()? {
+        let (_, value) = entry?;
+        for att in RevRecord::decode(value.value())?.attachments {
+            referenced.insert(att.key_bytes()?);
+        }
+    }
+    let mut unreferenced = Vec::new();
+    for entry in w.chunks.iter()? {
+        let (key, _) = entry?;
+        let (content, index) = key.value();
+        if !referenced.contains(content) {
+            unreferenced.push((*content, index));
+        }
+    }
+    for (content, index) in unreferenced {
+        w.chunks.remove((&content, index))?;
+    }
+    Ok(())
+}
+
+/// The JSON body of a `_local` document as stored: `u64` BE revision counter + JSON.
+fn local_record(counter: u64, body: &Map<String, Value>) -> Vec<u8> {
+    let mut out = counter.to_be_bytes().to_vec();
+    let _ = serde_json::to_writer(&mut out, body);
+    out
+}
+
+impl Database {
+    /// Writes one document with `new_edits=true` semantics (or replicates it with `false`).
+    /// `id` is taken from the update if not given. Returns the id and new revision.
+    pub fn put(
+        &self,
+        id: Option<&str>,
+        mut update: DocUpdate,
+        new_edits: bool,
+    ) -> Result<(String, RevId)> {
+        let id = match (id, update.id.take()) {
+            (Some(id), _) => id.to_owned(),
+            (None, Some(id)) => id,
+            (None, None) => new_doc_id()?,
+        };
+        if check_id(&id)? == IdKind::Local {
+            let rev = self.put_local(
+                &id,
+                update.body,
+                update.rev.map(|r| r.to_string()).as_deref(),
+            )?;
+            return Ok((id, rev));
+        }
+        let rev = self.write(|w| w.update_doc(&id, update, new_edits))?;
+        Ok((id, rev))
+    }
+
+    /// `_bulk_docs`: applies every update in one durable transaction; each gets its own result.
+    pub fn bulk_docs(
+        &self,
+        docs: Vec<Result<DocUpdate>>,
+        new_edits: bool,
+    ) -> Result<Vec<BulkResult>> {
+        self.write(|w| {
+            let mut results = Vec::with_capacity(docs.len());
+            for doc in docs {
+                let mut update = match doc {
+                    Ok(u) => u,
+                    Err(e) => {
+                        results.push(BulkResult {
+                            id: None,
+                            result: Err(e),
+                        });
+                        continue;
+                    }
+                };
+                let id = match update.id.take() {
+                    Some(id) => id,
+                    None if new_edits => new_doc_id()?,
+                    None => {
+                        results.push(BulkResult {
+                            id: None,
+                            result: Err(Error::bad_request("Document id is missing")),
+                        });
+                        continue;
+                    }
+                };
+                let result = match check_id(&id) {
+                    Ok(IdKind::Local) => local_put(
+                        w,
+                        &id,
+                        &update.body,
+                        update.rev.map(|r| r.to_string()).as_deref(),
+                    ),
+                    Ok(_) => w.update_doc(&id, update, new_edits),
+                    Err(e) => Err(e),
+                };
+                results.push(BulkResult {
+                    id: Some(id),
+                    result,
+                });
+            }
+            Ok(results)
+        })
+    }
+
+    /// Writes a `_local` document. It never conflicts: it replaces what is there and gets
+    /// revision `0-(N+1)`, N from the given revision (`0-1` without one), as CouchDB does.
+    pub fn put_local(
+        &self,
+        id: &str,
+        body: Map<String, Value>,
+        rev: Option<&str>,
+    ) -> Result<RevId> {
+        self.write(|w| local_put(w, id, &body, rev))
+    }
+
+    /// Deletes a `_local` document (404 if absent). CouchDB answers revision `0-0`.
+    pub fn delete_local(&self, id: &str) -> Result<()> {
+        self.write(|w| match w.local.remove(id)? {
+            Some(_) => Ok(()),
+            None => Err(Error::not_found("missing")),
+        })
+    }
+
+    /// Adds (or replaces) attachment `name` as a new revision of `id` after `rev`. Without `rev`
+    /// the document must not exist (or be deleted); it is created with just the attachment.
+    pub fn put_attachment(
+        &self,
+        id: &str,
+        rev: Option<RevId>,
+        name: &str,
+        content: PreparedAttachment,
+    ) -> Result<RevId> {
+        crate::doc::check_attachment_name(name)?;
+        self.write(|w| {
+            let mut update = base_update(w, id, rev.as_ref())?;
+            let atts = update.attachments.get_or_insert_with(Vec::new);
+            atts.retain(|a| a.name != name);
+            atts.push(crate::doc::AttachmentInput {
+                name: name.to_owned(),
+                kind: AttachmentKind::Data {
+                    content,
+                    revpos: None,
+                },
+            });
+            w.update_doc(id, update, true)
+        })
+    }
+
+    /// Removes attachment `name` in a new revision after `rev` (404 if there is no such attachment).
+    pub fn delete_attachment(&self, id: &str, rev: RevId, name: &str) -> Result<RevId> {
+        self.write(|w| {
+            let mut update = base_update(w, id, Some(&rev))?;
+            let atts = update.attachments.get_or_insert_with(Vec::new);
+            let before = atts.len();
+            atts.retain(|a| a.name != name);
+            if atts.len() == before {
+                return Err(Error::not_found("Document is missing attachment"));
+            }
+            w.update_doc(id, update, true)
+        })
+    }
+}
+
+fn local_put(
+    w: &mut Writer<'_>,
+    id: &str,
+    body: &Map<String, Value>,
+    rev: Option<&str>,
+) -> Result<RevId> {
+    let previous = match rev {
+        Some(r) => r
+            .strip_prefix("0-")
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| Error::bad_rev(r))?,
+        None => 0,
+    };
+    let counter = previous.saturating_add(1);
+    w.local.insert(id, local_record(counter, body).as_slice())?;
+    Ok(RevId::local(counter))
+}
+
+/// A document update that re-states revision `rev` of `id` (its body and attachments as stubs),
+/// for attachment edits.
+fn base_update(w: &Writer<'_>, id: &str, rev: Option<&RevId>) -> Result<DocUpdate> {
+    check_id(id)?;
+    let existing = w.load_doc(id)?;
+    let Some(rev) = rev else {
+        return match existing {
+            Some(d) if !d.winner_deleted => Err(Error::conflict()),
+            _ => Ok(DocUpdate::default()),
+        };
+    };
+    let Some(doc) = existing else {
+        return Err(Error::conflict());
+    };
+    match doc.tree.find(rev) {
+        Some(i) if doc.tree.is_leaf(i) => {}
+        _ => return Err(Error::conflict()),
+    }
+    let record = w.load_rev(id, rev)?.ok_or_else(Error::conflict)?;
+    let body: Map<String, Value> = serde_json::from_slice(&record.body)
+        .map_err(|e| Error::Corrupt(format!("stored body of {id}: {e}")))?;
+    let attachments = record
+        .attachments
+        .iter()
+        .map(|a| crate::doc::AttachmentInput {
+            name: a.name.clone(),
+            kind: AttachmentKind::Stub {
+                digest: Some(a.digest.clone()),
+            },
+        })
+        .collect();
+    Ok(DocUpdate {
+        id: None,
+        rev: Some(rev.clone()),
+        deleted: false,
+        body,
+        attachments: Some(attachments),
+        revisions: None,
+    })
+}
