@@ -4,7 +4,6 @@ mod attachment;
 pub mod doc;
 pub mod error;
 pub mod json;
-#[path = "mango_stub.rs"]
 pub mod mango;
 mod read;
 mod records;

@@ -205,8 +205,11 @@ pub(super) async fn spool_body(
 /// per attachment marked `"follows": true` (matched by `Content-Disposition` file name, else in
 /// order). Parts of attachments marked `"encoding": "gzip"` are stored as sent.
 pub(super) async fn parse_related(ctx: &Ctx, content_type: &str, body: Body) -> Result<DocUpdate> {
-    let boundary = multer::parse_boundary(content_type)
-        .map_err(|_| Error::bad_request("multipart/related without a boundary"))?;
+    let boundary = content_type
+        .parse::<mime::Mime>()
+        .ok()
+        .and_then(|m| m.get_param(mime::BOUNDARY).map(|b| b.as_str().to_owned()))
+        .ok_or_else(|| Error::bad_request("multipart/related without a boundary"))?;
     let stream = body.into_data_stream();
     let mut multipart = multer::Multipart::new(stream, boundary);
     let bad = |e: multer::Error| Error::bad_request(format!("malformed multipart body: {e}"));
