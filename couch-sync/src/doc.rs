@@ -275,6 +275,40 @@ fn parse_attachments(value: Value, opts: ParseOptions<'_>) -> Result<Vec<Attachm
     Ok(out)
 }
 
+#[derive(serde::Deserialize)]
+struct BulkDocsBody<'a> {
+    #[serde(borrow)]
+    docs: Vec<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    new_edits: Option<bool>,
+}
+
+/// Parses a `_bulk_docs` body `{"docs": [...], "new_edits": bool}`: the body as a whole must be
+/// valid; each document is then parsed on its own, so one bad document fails alone. Documents
+/// larger than `max_doc_bytes` are refused (413).
+pub fn parse_bulk_docs(
+    bytes: &[u8],
+    max_doc_bytes: usize,
+    opts: ParseOptions<'_>,
+) -> Result<(Vec<Result<DocUpdate>>, bool)> {
+    crate::json::parse_value(bytes)?;
+    let body: BulkDocsBody<'_> = serde_json::from_slice(bytes).map_err(|e| {
+        Error::bad_request(format!("_bulk_docs body must be {{\"docs\": [...]}}: {e}"))
+    })?;
+    let docs = body
+        .docs
+        .into_iter()
+        .map(|raw| {
+            if raw.get().len() > max_doc_bytes {
+                return Err(Error::too_large("Document"));
+            }
+            let object = crate::json::parse_object(raw.get().as_bytes())?;
+            DocUpdate::from_json(object, opts)
+        })
+        .collect();
+    Ok((docs, body.new_edits.unwrap_or(true)))
+}
+
 /// MD5 of bytes.
 pub(crate) fn md5_of(bytes: &[u8]) -> [u8; 16] {
     use md5::Digest;

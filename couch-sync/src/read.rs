@@ -16,7 +16,6 @@ use crate::store::{Database, Reader};
 
 /// Options of a document read (`GET /db/doc?...`).
 #[derive(Debug, Clone, Default)]
-#[non_exhaustive]
 pub struct GetOptions {
     /// A specific revision (`rev=`).
     pub rev: Option<RevId>,
@@ -135,7 +134,6 @@ pub trait DocFilter: Send + Sync {
 
 /// `_all_docs` options.
 #[derive(Debug, Clone, Default)]
-#[non_exhaustive]
 pub struct AllDocsQuery {
     /// First key (inclusive).
     pub start_key: Option<String>,
@@ -204,7 +202,6 @@ pub enum ChangesFilter {
 
 /// `_changes` options.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct ChangesQuery {
     /// Changes after this sequence.
     pub since: u64,

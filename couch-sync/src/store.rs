@@ -12,7 +12,6 @@ use crate::records::{CHUNKS, DOCS, LOCAL, META, REVS, SEQS};
 
 /// Settings for a [`Store`].
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct StoreConfig {
     /// Store compressible attachment types gzip-compressed, as CouchDB does (default `true`).
     pub compress_attachments: bool,

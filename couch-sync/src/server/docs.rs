@@ -7,7 +7,6 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::{Ctx, Operation, blocking, json_response, method_not_allowed};
@@ -351,14 +350,6 @@ pub(super) async fn post_doc(mut ctx: Ctx, db_name: &str, body: Body) -> Result<
     Ok(response)
 }
 
-#[derive(Deserialize)]
-struct BulkDocsBody<'a> {
-    #[serde(borrow)]
-    docs: Vec<&'a RawValue>,
-    #[serde(default)]
-    new_edits: Option<bool>,
-}
-
 async fn bulk_docs(mut ctx: Ctx, method: &Method, db_name: &str, body: Body) -> Result<Response> {
     if *method != Method::POST {
         return Err(method_not_allowed("POST"));
@@ -369,35 +360,27 @@ async fn bulk_docs(mut ctx: Ctx, method: &Method, db_name: &str, body: Body) -> 
     let (tmp, compress) = (opts.tmp_dir.to_path_buf(), opts.compress);
     // Parse (and classify for authorization) off the async threads.
     let parsed = blocking(move || {
-        crate::json::parse_value(&bytes)?;
-        let body: BulkDocsBody<'_> = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::bad_request(format!("_bulk_docs body must be {{\"docs\": [...]}}: {e}"))
-        })?;
-        let new_edits = body.new_edits.unwrap_or(true);
+        let (docs, new_edits) = crate::doc::parse_bulk_docs(
+            &bytes,
+            max_doc,
+            ParseOptions {
+                compress,
+                tmp_dir: &tmp,
+            },
+        )?;
         let mut kinds = HashSet::new();
-        let docs: Vec<Result<DocUpdate>> = body
-            .docs
-            .into_iter()
-            .map(|raw| {
-                if raw.get().len() > max_doc {
-                    return Err(Error::too_large("Document"));
+        for doc in docs.iter().flatten() {
+            match &doc.id {
+                Some(id) => {
+                    if let Ok(kind) = check_id(id) {
+                        kinds.insert(kind);
+                    }
                 }
-                let object = crate::json::parse_object(raw.get().as_bytes())?;
-                let update = DocUpdate::from_json(
-                    object,
-                    ParseOptions {
-                        compress,
-                        tmp_dir: &tmp,
-                    },
-                )?;
-                if let Some(id) = &update.id {
-                    kinds.insert(check_id(id)?);
-                } else {
+                None => {
                     kinds.insert(IdKind::Normal);
                 }
-                Ok(update)
-            })
-            .collect();
+            }
+        }
         Ok((docs, new_edits, kinds))
     })
     .await?;

@@ -38,7 +38,6 @@ use crate::store::{Database, Store};
 
 /// Settings of the HTTP API.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct ServerConfig {
     /// Largest JSON request body accepted (413 beyond). Default 64 MiB.
     pub max_body_bytes: usize,
