@@ -291,9 +291,15 @@ pub fn parse_bulk_docs(
     max_doc_bytes: usize,
     opts: ParseOptions<'_>,
 ) -> Result<(Vec<Result<DocUpdate>>, bool)> {
-    crate::json::parse_value(bytes)?;
+    // One pass splits the body into raw documents (validating syntax, UTF-8 and nesting).
     let body: BulkDocsBody<'_> = serde_json::from_slice(bytes).map_err(|e| {
-        Error::bad_request(format!("_bulk_docs body must be {{\"docs\": [...]}}: {e}"))
+        if e.to_string().contains("recursion limit") {
+            Error::bad_request("JSON nested too deeply")
+        } else if std::str::from_utf8(bytes).is_err() {
+            Error::bad_request("invalid UTF-8 JSON")
+        } else {
+            Error::bad_request(format!("_bulk_docs body must be {{\"docs\": [...]}}: {e}"))
+        }
     })?;
     let docs = body
         .docs

@@ -15,7 +15,7 @@ use crate::records::{CHUNKS, DOCS, LOCAL, META, REVS, SEQS};
 pub struct StoreConfig {
     /// Store compressible attachment types gzip-compressed, as CouchDB does (default `true`).
     pub compress_attachments: bool,
-    /// redb page cache per open database, in bytes (default 4 MiB).
+    /// redb page cache per open database, in bytes (default 16 MiB; allocated as used).
     pub cache_bytes: usize,
     /// `_revs_limit` of new databases (default 1000).
     pub default_revs_limit: u64,
@@ -25,7 +25,7 @@ impl Default for StoreConfig {
     fn default() -> StoreConfig {
         StoreConfig {
             compress_attachments: true,
-            cache_bytes: 4 * 1024 * 1024,
+            cache_bytes: 16 * 1024 * 1024,
             default_revs_limit: 1000,
         }
     }
@@ -184,6 +184,11 @@ impl Store {
         let db = Database::init(name, path, redb, self)?;
         open.insert(name.to_owned(), db.clone());
         Ok(db)
+    }
+
+    /// Database `name` if it is already open (no file access; for hot paths).
+    pub fn db_if_open(&self, name: &str) -> Option<Database> {
+        self.lock_open().get(name).cloned()
     }
 
     /// Whether database `name` exists.

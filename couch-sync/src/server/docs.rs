@@ -243,28 +243,10 @@ async fn document(
                 if bytes.len() > ctx.app.config.max_document_bytes {
                     return Err(Error::too_large("Document"));
                 }
-                let object = crate::json::parse_object(&bytes)?;
-                let opts = parse_opts(&ctx);
-                let tmp = opts.tmp_dir.to_path_buf();
-                let compress = opts.compress;
-                blocking(move || {
-                    DocUpdate::from_json(
-                        object,
-                        ParseOptions {
-                            compress,
-                            tmp_dir: &tmp,
-                        },
-                    )
-                })
-                .await?
+                parse_doc_body(&ctx, bytes).await?
             };
-            if let Some(body_id) = &update.id {
-                if body_id != id {
-                    return Err(Error::bad_request(
-                        "Document id in the body does not match the URL",
-                    ));
-                }
-            }
+            // As CouchDB: the URL names the document; an `_id` in the body is ignored.
+            update.id = None;
             if update.rev.is_none() {
                 update.rev = rev_param(&ctx)?;
             }
@@ -311,21 +293,17 @@ async fn document(
     }
 }
 
-pub(super) async fn post_doc(mut ctx: Ctx, db_name: &str, body: Body) -> Result<Response> {
-    let bytes = ctx.body_bytes(body).await?;
-    if bytes.len() > ctx.app.config.max_document_bytes {
-        return Err(Error::too_large("Document"));
+/// Parses a document body: small ones right here, large ones (inline attachments to decode and
+/// compress) on the blocking pool.
+async fn parse_doc_body(ctx: &Ctx, bytes: bytes::Bytes) -> Result<DocUpdate> {
+    let opts = parse_opts(ctx);
+    if bytes.len() <= 64 * 1024 {
+        let object = crate::json::parse_object(&bytes)?;
+        return DocUpdate::from_json(object, opts);
     }
-    let object = crate::json::parse_object(&bytes)?;
-    let id = object.get("_id").and_then(Value::as_str).map(str::to_owned);
-    match &id {
-        Some(id) => check_write(&mut ctx, db_name, id)?,
-        None => ctx.check(Operation::WriteDb { db: db_name })?,
-    }
-    let db = ctx.db(db_name).await?;
-    let opts = parse_opts(&ctx);
     let (tmp, compress) = (opts.tmp_dir.to_path_buf(), opts.compress);
-    let update = blocking(move || {
+    blocking(move || {
+        let object = crate::json::parse_object(&bytes)?;
         DocUpdate::from_json(
             object,
             ParseOptions {
@@ -334,7 +312,20 @@ pub(super) async fn post_doc(mut ctx: Ctx, db_name: &str, body: Body) -> Result<
             },
         )
     })
-    .await?;
+    .await
+}
+
+pub(super) async fn post_doc(mut ctx: Ctx, db_name: &str, body: Body) -> Result<Response> {
+    let bytes = ctx.body_bytes(body).await?;
+    if bytes.len() > ctx.app.config.max_document_bytes {
+        return Err(Error::too_large("Document"));
+    }
+    let update = parse_doc_body(&ctx, bytes).await?;
+    match &update.id {
+        Some(id) => check_write(&mut ctx, db_name, id)?,
+        None => ctx.check(Operation::WriteDb { db: db_name })?,
+    }
+    let db = ctx.db(db_name).await?;
     let batch = ctx.query.get("batch") == Some("ok");
     let (id, rev) = blocking(move || db.put(None, update, true)).await?;
     if batch {

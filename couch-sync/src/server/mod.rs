@@ -292,6 +292,9 @@ impl Ctx {
     }
 
     pub(crate) async fn db(&self, name: &str) -> Result<Database> {
+        if let Some(db) = self.app.store.db_if_open(name) {
+            return Ok(db);
+        }
         let store = self.app.store.clone();
         let name = name.to_owned();
         blocking(move || store.db(&name)).await
