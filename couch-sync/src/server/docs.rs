@@ -500,7 +500,32 @@ async fn revs_diff(mut ctx: Ctx, method: &Method, db_name: &str, body: Body) -> 
     for (id, revs) in map {
         query.insert(id, rev_list(&revs)?);
     }
-    let diff = blocking(move || db.revs_diff(&query)).await?;
+    let filter = ctx.filter.clone();
+    let diff = blocking(move || {
+        // Documents the caller may not see are reported as entirely missing: their existence
+        // does not leak.
+        let mut hidden = BTreeMap::new();
+        if let Some(f) = &filter {
+            for (id, revs) in &query {
+                if !db.winner_json(id)?.is_some_and(|doc| f.allows(id, &doc)) {
+                    hidden.insert(id.clone(), revs.clone());
+                }
+            }
+            query.retain(|id, _| !hidden.contains_key(id));
+        }
+        let mut diff = db.revs_diff(&query)?;
+        for (id, missing) in hidden {
+            diff.insert(
+                id,
+                crate::read::RevsDiff {
+                    missing,
+                    possible_ancestors: Vec::new(),
+                },
+            );
+        }
+        Ok(diff)
+    })
+    .await?;
     let mut out = Map::new();
     for (id, d) in diff {
         let mut entry = Map::new();
