@@ -35,6 +35,12 @@ pub enum Error {
     /// Stored data is not in the format this version writes.
     #[error("corrupt database: {0}")]
     Corrupt(String),
+    /// A peer could not be reached, or the connection failed or timed out (worth retrying).
+    #[error("peer unreachable: {0}")]
+    Transport(String),
+    /// A peer answered something that is not what the protocol says (not worth retrying).
+    #[error("peer misbehaved: {0}")]
+    PeerMisbehaved(String),
 }
 
 /// What the caller should do about an [`Error`].
@@ -51,6 +57,11 @@ pub enum ErrorKind {
     Conflict,
     /// Local storage failed or is corrupt: an operator must look.
     LocalIo,
+    /// A peer is unreachable or overloaded (connection failures, timeouts, 5xx, 408, 429): retry
+    /// later.
+    Transient,
+    /// A peer broke the protocol: do not retry blindly.
+    PeerMisbehaved,
 }
 
 macro_rules! couch {
@@ -171,6 +182,7 @@ impl Error {
     pub fn status(&self) -> u16 {
         match self {
             Error::Couch { status, .. } => *status,
+            Error::Transport(_) | Error::PeerMisbehaved(_) => 502,
             _ => 500,
         }
     }
@@ -179,6 +191,8 @@ impl Error {
     pub fn error(&self) -> &str {
         match self {
             Error::Couch { error, .. } => error,
+            Error::Transport(_) => "peer_unreachable",
+            Error::PeerMisbehaved(_) => "bad_peer",
             _ => "internal_server_error",
         }
     }
@@ -193,6 +207,15 @@ impl Error {
 
     /// What to do about it.
     pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Transport(_) => return ErrorKind::Transient,
+            Error::PeerMisbehaved(_) => return ErrorKind::PeerMisbehaved,
+            Error::Couch {
+                status: 408 | 429 | 500..=599,
+                ..
+            } => return ErrorKind::Transient,
+            _ => {}
+        }
         match self.status() {
             401 | 403 => ErrorKind::Unauthorized,
             404 => ErrorKind::NotFound,

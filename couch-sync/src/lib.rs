@@ -7,6 +7,8 @@ pub mod json;
 pub mod mango;
 mod read;
 mod records;
+#[cfg(feature = "client")]
+pub mod replicate;
 pub mod rev;
 pub mod revtree;
 #[cfg(feature = "server")]

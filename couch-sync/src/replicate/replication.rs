@@ -1,0 +1,669 @@
+//! One replication: the CouchDB replication protocol from a source to a target endpoint.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use tokio::sync::{mpsc, watch};
+
+use super::clock::{Clock, TokioClock};
+use super::endpoint::{ChangesBatch, Endpoint, Filter};
+use crate::error::{Error, ErrorKind, Result};
+
+/// How to retry after transient failures: exponential backoff with jitter.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// First delay.
+    pub initial: Duration,
+    /// Longest delay.
+    pub max: Duration,
+    /// Give up after this many consecutive failures (`None`: never, the default for continuous
+    /// replications).
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            initial: Duration::from_millis(250),
+            max: Duration::from_secs(60),
+            max_attempts: Some(10),
+        }
+    }
+}
+
+/// What to replicate, and how.
+#[derive(Debug, Clone)]
+pub struct ReplicationOptions {
+    /// Keep following the source after catching up.
+    pub continuous: bool,
+    /// Only these documents.
+    pub doc_ids: Option<Vec<String>>,
+    /// Only documents whose winning revision matches this Mango selector.
+    pub selector: Option<Value>,
+    /// Create the target database if it does not exist.
+    pub create_target: bool,
+    /// Changes per batch (and per checkpoint). Default 100, as CouchDB and PouchDB.
+    pub batch_size: u64,
+    /// Retry behaviour for transient failures.
+    pub retry: RetryPolicy,
+    /// In continuous mode, how long one wait for new changes lasts (longpoll timeout).
+    pub idle_wait: Duration,
+    /// Seed for backoff jitter (`None`: from the system random source).
+    pub jitter_seed: Option<u64>,
+}
+
+impl Default for ReplicationOptions {
+    fn default() -> ReplicationOptions {
+        ReplicationOptions {
+            continuous: false,
+            doc_ids: None,
+            selector: None,
+            create_target: false,
+            batch_size: 100,
+            retry: RetryPolicy::default(),
+            idle_wait: Duration::from_secs(30),
+            jitter_seed: None,
+        }
+    }
+}
+
+/// Where a replication is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Not started.
+    Pending,
+    /// Copying changes.
+    Running,
+    /// Continuous and caught up, waiting for changes.
+    Idle,
+    /// Waiting to retry after a transient failure.
+    Retrying,
+    /// Finished (one-shot) or cancelled.
+    Completed,
+    /// Stopped on an error that retrying will not fix.
+    Failed,
+}
+
+/// Counters and position of a replication, for progress bars and status pages.
+#[derive(Debug, Clone, Serialize)]
+pub struct Progress {
+    /// The replication id (the `_local/` checkpoint document name).
+    pub replication_id: String,
+    /// State.
+    pub state: State,
+    /// Revisions checked with `_revs_diff`.
+    pub missing_checked: u64,
+    /// Revisions the target lacked.
+    pub missing_found: u64,
+    /// Documents read from the source.
+    pub docs_read: u64,
+    /// Documents written to the target.
+    pub docs_written: u64,
+    /// Documents the target refused.
+    pub doc_write_failures: u64,
+    /// Changes the source reported as not yet read (if it says).
+    pub pending: Option<u64>,
+    /// The last source sequence recorded in a checkpoint.
+    pub checkpointed_source_seq: Value,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+    /// Consecutive failed attempts.
+    pub retries: u32,
+}
+
+/// What happens during a replication, for whoever listens.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// A session started at this source sequence.
+    Started {
+        /// The sequence it resumes from (`0` from scratch).
+        since: Value,
+    },
+    /// A batch was written and checkpointed.
+    Checkpoint(Progress),
+    /// Continuous replication caught up and waits for changes.
+    Idle(Progress),
+    /// A transient failure; the replication retries after `delay`.
+    Retrying {
+        /// What failed.
+        error: String,
+        /// Consecutive failures so far.
+        attempt: u32,
+        /// Wait before the next attempt.
+        delay: Duration,
+    },
+    /// Done (one-shot) or cancelled.
+    Completed(Progress),
+    /// Stopped for good.
+    Failed(String),
+}
+
+/// The outcome of a one-shot replication (CouchDB's `POST /_replicate` answer shape).
+#[derive(Debug, Clone)]
+pub struct ReplicationResult {
+    /// This session's id.
+    pub session_id: String,
+    /// The source sequence reached.
+    pub source_last_seq: Value,
+    /// The replication id.
+    pub replication_id: String,
+    /// The history entry this session recorded.
+    pub history: Value,
+    /// Final counters.
+    pub progress: Progress,
+    /// True when there was nothing to do (CouchDB's `no_changes`).
+    pub no_changes: bool,
+}
+
+/// A handle that stops a running replication (after its current batch).
+#[derive(Debug, Clone)]
+pub struct Cancel(Arc<watch::Sender<bool>>);
+
+impl Cancel {
+    /// Asks the replication to stop.
+    pub fn cancel(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// One replication from `source` to `target`.
+pub struct Replication {
+    source: Endpoint,
+    target: Endpoint,
+    options: ReplicationOptions,
+    clock: Arc<dyn Clock>,
+    tmp_dir: PathBuf,
+    events: Option<mpsc::UnboundedSender<Event>>,
+    progress: Arc<Mutex<Progress>>,
+    cancel: Arc<watch::Sender<bool>>,
+    id: String,
+}
+
+impl std::fmt::Debug for Replication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replication")
+            .field("id", &self.id)
+            .field("source", &self.source)
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checkpoint documents keep at most this many history entries.
+const MAX_HISTORY: usize = 50;
+
+fn random_hex() -> String {
+    let mut b = [0u8; 16];
+    let _ = getrandom::fill(&mut b);
+    data_encoding::HEXLOWER.encode(&b)
+}
+
+impl Replication {
+    /// A replication with the real clock; `tmp_dir` is where large attachments may spill while
+    /// being written to a local target.
+    pub fn new(source: Endpoint, target: Endpoint, options: ReplicationOptions) -> Replication {
+        let id = replication_id(&source, &target, &options);
+        let (cancel, _) = watch::channel(false);
+        Replication {
+            progress: Arc::new(Mutex::new(Progress {
+                replication_id: id.clone(),
+                state: State::Pending,
+                missing_checked: 0,
+                missing_found: 0,
+                docs_read: 0,
+                docs_written: 0,
+                doc_write_failures: 0,
+                pending: None,
+                checkpointed_source_seq: json!(0),
+                last_error: None,
+                retries: 0,
+            })),
+            source,
+            target,
+            options,
+            clock: Arc::new(TokioClock),
+            tmp_dir: std::env::temp_dir(),
+            events: None,
+            cancel: Arc::new(cancel),
+            id,
+        }
+    }
+
+    /// Uses `clock` for every wait (backoff, continuous mode).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Replication {
+        self.clock = clock;
+        self
+    }
+
+    /// Sends progress [`Event`]s to `events`.
+    pub fn with_events(mut self, events: mpsc::UnboundedSender<Event>) -> Replication {
+        self.events = Some(events);
+        self
+    }
+
+    /// Where attachment content may spill on a local target.
+    pub fn with_tmp_dir(mut self, dir: PathBuf) -> Replication {
+        self.tmp_dir = dir;
+        self
+    }
+
+    /// The replication id: stable for the same source, target and filter, so a later run
+    /// resumes from the checkpoints of an earlier one.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// A snapshot of the counters.
+    pub fn progress(&self) -> Progress {
+        self.progress
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// A handle to stop the replication.
+    pub fn canceller(&self) -> Cancel {
+        Cancel(self.cancel.clone())
+    }
+
+    fn emit(&self, event: Event) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(event);
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Progress)) -> Progress {
+        let mut guard = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard);
+        guard.clone()
+    }
+
+    fn cancelled(&self) -> bool {
+        *self.cancel.borrow()
+    }
+
+    /// Runs the replication: one-shot until the source is exhausted, or continuous until
+    /// cancelled. Transient failures retry with backoff (from the last checkpoint, so nothing is
+    /// sent twice); permanent ones end it with the error.
+    pub async fn run(&self) -> Result<ReplicationResult> {
+        let mut rng = self.options.jitter_seed.unwrap_or_else(|| {
+            let mut b = [0u8; 8];
+            let _ = getrandom::fill(&mut b);
+            u64::from_le_bytes(b) | 1
+        });
+        let mut attempt: u32 = 0;
+        loop {
+            self.update(|p| p.state = State::Running);
+            match self.session(&mut attempt).await {
+                Ok(result) => {
+                    let progress = self.update(|p| p.state = State::Completed);
+                    self.emit(Event::Completed(progress));
+                    return Ok(result);
+                }
+                Err(e) if e.kind() == ErrorKind::Transient && !self.cancelled() => {
+                    attempt += 1;
+                    if self
+                        .options
+                        .retry
+                        .max_attempts
+                        .is_some_and(|max| attempt >= max)
+                    {
+                        return Err(self.fail(e));
+                    }
+                    let base = self
+                        .options
+                        .retry
+                        .initial
+                        .saturating_mul(1u32 << attempt.min(20).saturating_sub(1));
+                    let capped = base.min(self.options.retry.max);
+                    // Jitter: 50% to 150% of the delay (xorshift).
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let factor = 0.5 + (rng % 1000) as f64 / 1000.0;
+                    let delay = capped.mul_f64(factor);
+                    self.update(|p| {
+                        p.state = State::Retrying;
+                        p.retries = attempt;
+                        p.last_error = Some(e.to_string());
+                    });
+                    self.emit(Event::Retrying {
+                        error: e.to_string(),
+                        attempt,
+                        delay,
+                    });
+                    let mut cancel = self.cancel.subscribe();
+                    tokio::select! {
+                        () = self.clock.sleep(delay) => {}
+                        _ = cancel.wait_for(|c| *c) => {}
+                    }
+                }
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+    }
+
+    fn fail(&self, e: Error) -> Error {
+        self.update(|p| {
+            p.state = State::Failed;
+            p.last_error = Some(e.to_string());
+        });
+        self.emit(Event::Failed(e.to_string()));
+        e
+    }
+
+    /// One session: verify the peers, find the checkpoint, copy batches.
+    async fn session(&self, attempt: &mut u32) -> Result<ReplicationResult> {
+        let permanent = |what: &str, e: Error| match e.kind() {
+            ErrorKind::Transient => e,
+            _ => Error::couch(
+                e.status(),
+                e.error().to_owned(),
+                format!("{what}: {}", e.reason()),
+            ),
+        };
+        self.source
+            .info()
+            .await
+            .map_err(|e| permanent("source database", e))?;
+        if let Err(e) = self.target.info().await {
+            if e.status() == 404 && self.options.create_target {
+                self.target
+                    .create()
+                    .await
+                    .map_err(|e| permanent("creating the target", e))?;
+            } else {
+                return Err(permanent("target database", e));
+            }
+        }
+        let session_id = random_hex();
+        let start_time = self.clock.now_millis();
+        let (mut since, mut source_ckpt, mut target_ckpt) = self.find_checkpoint().await?;
+        let start_seq = since.clone();
+        self.emit(Event::Started {
+            since: since.clone(),
+        });
+        let filter = Filter {
+            doc_ids: self.options.doc_ids.clone(),
+            selector: self.options.selector.clone(),
+        };
+        let mut caught_up = false;
+        let mut session_docs_read = 0u64;
+        let mut session_docs_written = 0u64;
+        let mut session_failures = 0u64;
+        let mut session_checked = 0u64;
+        let mut session_found = 0u64;
+        let mut history_entry = Value::Null;
+        loop {
+            if self.cancelled() {
+                break;
+            }
+            let wait = (self.options.continuous && caught_up).then_some(self.options.idle_wait);
+            let batch: ChangesBatch = if let Some(w) = wait {
+                let mut cancel = self.cancel.subscribe();
+                tokio::select! {
+                    r = self.source.changes(&since, self.options.batch_size, &filter, Some(w)) => r?,
+                    () = self.clock.sleep(w + Duration::from_secs(5)) => continue,
+                    _ = cancel.wait_for(|c| *c) => break,
+                }
+            } else {
+                self.source
+                    .changes(&since, self.options.batch_size, &filter, None)
+                    .await?
+            };
+            if batch.rows.is_empty() {
+                let moved = batch.last_seq != since && !batch.last_seq.is_null();
+                if moved {
+                    since = batch.last_seq.clone();
+                }
+                if !self.options.continuous {
+                    if moved || history_entry.is_null() && start_seq != since {
+                        history_entry = self
+                            .checkpoint(
+                                &session_id,
+                                start_time,
+                                &start_seq,
+                                &since,
+                                &mut source_ckpt,
+                                &mut target_ckpt,
+                                [
+                                    session_checked,
+                                    session_found,
+                                    session_docs_read,
+                                    session_docs_written,
+                                    session_failures,
+                                ],
+                            )
+                            .await?;
+                    }
+                    break;
+                }
+                if !caught_up {
+                    let progress = self.update(|p| {
+                        p.state = State::Idle;
+                        p.pending = Some(0);
+                    });
+                    self.emit(Event::Idle(progress));
+                }
+                caught_up = true;
+                continue;
+            }
+            caught_up = false;
+            self.update(|p| p.state = State::Running);
+            // Which revisions does the target lack?
+            let mut query: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for row in &batch.rows {
+                query
+                    .entry(row.id.clone())
+                    .or_default()
+                    .extend(row.revs.iter().cloned());
+            }
+            let checked: u64 = query.values().map(|v| v.len() as u64).sum();
+            let missing = self.target.revs_diff(&query).await?;
+            let mut wanted = Vec::new();
+            for (id, m) in &missing {
+                for rev in &m.missing {
+                    wanted.push((id.clone(), rev.clone(), m.possible_ancestors.clone()));
+                }
+            }
+            let found = wanted.len() as u64;
+            let docs = if wanted.is_empty() {
+                Vec::new()
+            } else {
+                self.source.fetch(&wanted).await?
+            };
+            let read = docs.len() as u64;
+            let failures = if docs.is_empty() {
+                Vec::new()
+            } else {
+                self.target.write(docs, &self.tmp_dir).await?
+            };
+            let failed = failures.len() as u64;
+            session_checked += checked;
+            session_found += found;
+            session_docs_read += read;
+            session_docs_written += read - failed.min(read);
+            session_failures += failed;
+            since = batch.last_seq.clone();
+            history_entry = self
+                .checkpoint(
+                    &session_id,
+                    start_time,
+                    &start_seq,
+                    &since,
+                    &mut source_ckpt,
+                    &mut target_ckpt,
+                    [
+                        session_checked,
+                        session_found,
+                        session_docs_read,
+                        session_docs_written,
+                        session_failures,
+                    ],
+                )
+                .await?;
+            // A successful batch resets the backoff.
+            *attempt = 0;
+            let progress = self.update(|p| {
+                p.missing_checked += checked;
+                p.missing_found += found;
+                p.docs_read += read;
+                p.docs_written += read - failed.min(read);
+                p.doc_write_failures += failed;
+                p.pending = batch.pending;
+                p.checkpointed_source_seq = since.clone();
+                p.retries = 0;
+                if let Some((id, e)) = failures.first() {
+                    p.last_error = Some(format!("{id}: {e}"));
+                }
+            });
+            self.emit(Event::Checkpoint(progress));
+        }
+        let progress = self.progress();
+        Ok(ReplicationResult {
+            session_id,
+            source_last_seq: since,
+            replication_id: self.id.clone(),
+            no_changes: history_entry.is_null(),
+            history: history_entry,
+            progress,
+        })
+    }
+
+    /// The sequence to resume from: the last checkpoint both sides agree on (CouchDB's rule:
+    /// the same session id, or a session id common to both histories). When only the target
+    /// has a checkpoint (a source that refuses writes, such as a read-only peer), the target's
+    /// is used.
+    async fn find_checkpoint(&self) -> Result<(Value, Option<Value>, Option<Value>)> {
+        let source = self.source.get_local(&self.id).await?;
+        let target = self.target.get_local(&self.id).await?;
+        let since = match (&source, &target) {
+            (Some(s), Some(t)) => common_seq(s, t).unwrap_or(json!(0)),
+            (None, Some(t)) => t.get("source_last_seq").cloned().unwrap_or(json!(0)),
+            _ => json!(0),
+        };
+        Ok((since, source, target))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn checkpoint(
+        &self,
+        session_id: &str,
+        start_time: u64,
+        start_seq: &Value,
+        seq: &Value,
+        source_doc: &mut Option<Value>,
+        target_doc: &mut Option<Value>,
+        counts: [u64; 5],
+    ) -> Result<Value> {
+        let [
+            missing_checked,
+            missing_found,
+            docs_read,
+            docs_written,
+            doc_write_failures,
+        ] = counts;
+        let entry = json!({
+            "session_id": session_id,
+            "start_time": start_time.to_string(),
+            "end_time": self.clock.now_millis().to_string(),
+            "start_last_seq": start_seq,
+            "end_last_seq": seq,
+            "recorded_seq": seq,
+            "missing_checked": missing_checked,
+            "missing_found": missing_found,
+            "docs_read": docs_read,
+            "docs_written": docs_written,
+            "doc_write_failures": doc_write_failures,
+        });
+        let build = |previous: &Option<Value>| -> Map<String, Value> {
+            let mut history: Vec<Value> = previous
+                .as_ref()
+                .and_then(|p| p.get("history"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            history.retain(|h| h.get("session_id").and_then(Value::as_str) != Some(session_id));
+            history.insert(0, entry.clone());
+            history.truncate(MAX_HISTORY);
+            let mut doc = Map::new();
+            if let Some(rev) = previous.as_ref().and_then(|p| p.get("_rev")) {
+                doc.insert("_rev".into(), rev.clone());
+            }
+            doc.insert("session_id".into(), json!(session_id));
+            doc.insert("source_last_seq".into(), seq.clone());
+            doc.insert("replication_id_version".into(), json!(4));
+            doc.insert("history".into(), Value::Array(history));
+            doc
+        };
+        // The target must record it; the source is asked too, but may refuse (read-only peers).
+        let target = build(target_doc);
+        self.target.put_local(&self.id, target).await?;
+        *target_doc = self.target.get_local(&self.id).await?;
+        let source = build(source_doc);
+        match self.source.put_local(&self.id, source).await {
+            Ok(()) => *source_doc = self.source.get_local(&self.id).await.unwrap_or(None),
+            Err(e) if e.kind() == ErrorKind::Transient => return Err(e),
+            Err(_) => {}
+        }
+        Ok(entry)
+    }
+}
+
+/// The sequence recorded by the newest session both checkpoint documents know.
+fn common_seq(source: &Value, target: &Value) -> Option<Value> {
+    if source.get("session_id").is_some() && source.get("session_id") == target.get("session_id") {
+        return source.get("source_last_seq").cloned();
+    }
+    let target_sessions: Vec<&Value> = target
+        .get("history")
+        .and_then(Value::as_array)
+        .map(|h| h.iter().filter_map(|e| e.get("session_id")).collect())
+        .unwrap_or_default();
+    source
+        .get("history")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|e| {
+            e.get("session_id")
+                .is_some_and(|s| target_sessions.contains(&s))
+        })
+        .and_then(|e| e.get("recorded_seq").cloned())
+}
+
+/// A stable id from the endpoints and filter (MD5 of canonical JSON, hex).
+fn replication_id(source: &Endpoint, target: &Endpoint, options: &ReplicationOptions) -> String {
+    let spec = json!({
+        "v": 1,
+        "source": source.identity(),
+        "target": target.identity(),
+        "doc_ids": options.doc_ids,
+        "selector": options.selector,
+    });
+    let mut canonical = Vec::new();
+    crate::json::canonical(&spec, &mut canonical);
+    data_encoding::HEXLOWER.encode(&crate::doc::md5_of(&canonical))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn common_checkpoint_rules() {
+        let s = json!({"session_id": "b", "source_last_seq": 9, "history": [{"session_id": "b", "recorded_seq": 9}, {"session_id": "a", "recorded_seq": 4}]});
+        let t_same = json!({"session_id": "b", "source_last_seq": 9, "history": []});
+        let t_older = json!({"session_id": "a", "source_last_seq": 4, "history": [{"session_id": "a", "recorded_seq": 4}]});
+        let t_unrelated =
+            json!({"session_id": "z", "history": [{"session_id": "z", "recorded_seq": 7}]});
+        assert_eq!(common_seq(&s, &t_same), Some(json!(9)));
+        assert_eq!(common_seq(&s, &t_older), Some(json!(4)));
+        assert_eq!(common_seq(&s, &t_unrelated), None);
+    }
+}

@@ -1,0 +1,322 @@
+//! The replicator between in-process databases and over our HTTP API: conflicts, deletions and
+//! attachments arrive intact, checkpoints make the second run incremental, filters apply.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use couch_sync::replicate::{
+    Endpoint, Remote, Replication, ReplicationOptions, TcpConnector, TokioClock,
+};
+use couch_sync::{Database, DocUpdate, GetOptions, Revisions, Store, StoreConfig};
+use serde_json::{Value, json};
+
+fn body(v: Value) -> serde_json::Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+fn put(db: &Database, id: &str, v: Value) -> String {
+    db.put(
+        Some(id),
+        DocUpdate {
+            body: body(v),
+            ..DocUpdate::default()
+        },
+        true,
+    )
+    .unwrap()
+    .1
+    .to_string()
+}
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
+    (dir, store)
+}
+
+/// Everything a replica shows of a document: winner, body, conflicts.
+fn snapshot(db: &Database) -> Vec<Value> {
+    let all = db
+        .all_docs(&couch_sync::AllDocsQuery::default(), None)
+        .unwrap();
+    let mut out = Vec::new();
+    for row in all.rows {
+        if let couch_sync::AllDocsRow::Doc { id, .. } = row {
+            let opts = GetOptions {
+                conflicts: true,
+                deleted_conflicts: true,
+                attachments: couch_sync::AttachmentMode::Inline,
+                ..GetOptions::default()
+            };
+            out.push(Value::Object(db.get(&id, &opts).unwrap().json));
+        }
+    }
+    out
+}
+
+fn remote(s: &common::TestServer, db: &str) -> Endpoint {
+    Endpoint::Remote(Arc::new(
+        Remote::new(
+            &format!("http://{}/{db}", s.addr),
+            Arc::new(TcpConnector),
+            Arc::new(TokioClock),
+        )
+        .unwrap(),
+    ))
+}
+
+fn seed(db: &Database) {
+    for i in 0..25 {
+        put(db, &format!("doc{i:02}"), json!({"i": i}));
+    }
+    // A conflict, a deletion, an attachment.
+    let rev = put(db, "conflicted", json!({"v": "base"}));
+    db.put(
+        Some("conflicted"),
+        DocUpdate {
+            rev: Some(rev.parse().unwrap()),
+            body: body(json!({"v": "mine"})),
+            ..DocUpdate::default()
+        },
+        true,
+    )
+    .unwrap();
+    let theirs = DocUpdate {
+        rev: Some("2-ffffffffffffffffffffffffffffffff".parse().unwrap()),
+        revisions: Some(Revisions {
+            start: 2,
+            ids: vec!["f".repeat(32), rev.split('-').nth(1).unwrap().to_owned()],
+        }),
+        body: body(json!({"v": "theirs"})),
+        ..DocUpdate::default()
+    };
+    db.put(Some("conflicted"), theirs, false).unwrap();
+    let gone = put(db, "gone", json!({}));
+    db.put(
+        Some("gone"),
+        DocUpdate {
+            rev: Some(gone.parse().unwrap()),
+            deleted: true,
+            ..DocUpdate::default()
+        },
+        true,
+    )
+    .unwrap();
+    let content = couch_sync::PreparedAttachment::from_bytes(
+        "text/plain",
+        &b"attached words ".repeat(40),
+        true,
+        &std::env::temp_dir(),
+    )
+    .unwrap();
+    db.put_attachment("withatt", None, "a.txt", content)
+        .unwrap();
+}
+
+#[tokio::test]
+async fn local_to_local_is_exact_and_incremental() {
+    let (_d1, s1) = store();
+    let (_d2, s2) = store();
+    let a = s1.create_db("a").unwrap();
+    let b = s2.create_db("b").unwrap();
+    seed(&a);
+    let rep = Replication::new(
+        Endpoint::Local(a.clone()),
+        Endpoint::Local(b.clone()),
+        ReplicationOptions::default(),
+    );
+    let first = rep.run().await.unwrap();
+    assert_eq!(
+        first.progress.docs_written, 29,
+        "25 docs, 2 conflicting leaves, a tombstone, an attachment doc: {:?}",
+        first.progress
+    );
+    assert_eq!(snapshot(&a), snapshot(&b));
+    assert_eq!(
+        b.get("gone", &GetOptions::default()).unwrap_err().reason(),
+        "deleted"
+    );
+    // Checkpoints on both sides.
+    let id = rep.id().to_owned();
+    assert!(a.get_local(&format!("_local/{id}")).is_ok());
+    let ckpt = b.get_local(&format!("_local/{id}")).unwrap();
+    assert_eq!(ckpt["history"].as_array().unwrap().len(), 1);
+    // A second run transfers nothing; after one more edit, exactly that.
+    let again = Replication::new(
+        Endpoint::Local(a.clone()),
+        Endpoint::Local(b.clone()),
+        ReplicationOptions::default(),
+    )
+    .run()
+    .await
+    .unwrap();
+    assert_eq!(
+        (again.progress.docs_read, again.progress.missing_checked),
+        (0, 0)
+    );
+    assert!(again.no_changes);
+    let r = a.get("doc03", &GetOptions::default()).unwrap().rev;
+    a.put(
+        Some("doc03"),
+        DocUpdate {
+            rev: Some(r),
+            body: body(json!({"i": 333})),
+            ..DocUpdate::default()
+        },
+        true,
+    )
+    .unwrap();
+    let third = Replication::new(
+        Endpoint::Local(a.clone()),
+        Endpoint::Local(b.clone()),
+        ReplicationOptions::default(),
+    )
+    .run()
+    .await
+    .unwrap();
+    assert_eq!(
+        (third.progress.missing_checked, third.progress.docs_written),
+        (1, 1)
+    );
+    assert_eq!(
+        b.get("doc03", &GetOptions::default()).unwrap().json["i"],
+        333
+    );
+    assert_eq!(snapshot(&a), snapshot(&b));
+}
+
+#[tokio::test]
+async fn over_http_both_ways_with_filters() {
+    let server = common::start().await;
+    server.put_json("/remote", &json!({})).await;
+    let (_d, s) = store();
+    let local = s.create_db("local").unwrap();
+    seed(&local);
+    // Push to the HTTP server, then pull into a fresh local database.
+    let push = Replication::new(
+        Endpoint::Local(local.clone()),
+        remote(&server, "remote"),
+        ReplicationOptions::default(),
+    )
+    .run()
+    .await
+    .unwrap();
+    assert_eq!(push.progress.docs_written, 29);
+    let fresh = s.create_db("fresh").unwrap();
+    Replication::new(
+        remote(&server, "remote"),
+        Endpoint::Local(fresh.clone()),
+        ReplicationOptions::default(),
+    )
+    .run()
+    .await
+    .unwrap();
+    assert_eq!(snapshot(&local), snapshot(&fresh));
+    let text = fresh
+        .get(
+            "withatt",
+            &GetOptions {
+                attachments: couch_sync::AttachmentMode::Inline,
+                ..GetOptions::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        text.json["_attachments"]["a.txt"]["data"],
+        data_encoding::BASE64.encode(&b"attached words ".repeat(40))
+    );
+
+    // doc_ids and selector filters; create_target.
+    let opts = ReplicationOptions {
+        doc_ids: Some(vec!["doc01".into(), "doc02".into()]),
+        create_target: true,
+        ..ReplicationOptions::default()
+    };
+    Replication::new(remote(&server, "remote"), remote(&server, "only2"), opts)
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(server.get("/only2").await.json()["doc_count"], 2);
+    let opts = ReplicationOptions {
+        selector: Some(json!({"i": {"$gte": 20}})),
+        create_target: true,
+        ..ReplicationOptions::default()
+    };
+    Replication::new(remote(&server, "remote"), remote(&server, "big"), opts)
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(server.get("/big").await.json()["doc_count"], 5);
+    // A missing source is a permanent error, not a retry loop.
+    let err = Replication::new(
+        remote(&server, "nope"),
+        remote(&server, "x"),
+        ReplicationOptions::default(),
+    )
+    .run()
+    .await
+    .unwrap_err();
+    assert_eq!(err.status(), 404, "{err}");
+}
+
+#[tokio::test]
+async fn continuous_follows_until_cancelled() {
+    let (_d, s) = store();
+    let a = s.create_db("a").unwrap();
+    let b = s.create_db("b").unwrap();
+    put(&a, "first", json!({}));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let opts = ReplicationOptions {
+        continuous: true,
+        idle_wait: Duration::from_millis(200),
+        ..ReplicationOptions::default()
+    };
+    let rep = Arc::new(
+        Replication::new(Endpoint::Local(a.clone()), Endpoint::Local(b.clone()), opts)
+            .with_events(tx),
+    );
+    let cancel = rep.canceller();
+    let runner = tokio::spawn({
+        let rep = rep.clone();
+        async move { rep.run().await }
+    });
+    // Wait until idle, write, and see it arrive; idle periods longer than idle_wait are survived.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            couch_sync::replicate::Event::Idle(_) => break,
+            _ => continue,
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    put(&a, "second", json!({"late": true}));
+    for _ in 0..100 {
+        if b.get("second", &GetOptions::default()).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        b.get("second", &GetOptions::default()).unwrap().json["late"],
+        true
+    );
+    cancel.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(10), runner)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(result.progress.docs_written, 2);
+}
