@@ -1,8 +1,10 @@
 #![doc = include_str!("../README.md")]
 
 mod attachment;
+pub mod clock;
 pub mod doc;
 pub mod error;
+pub mod hlc;
 pub mod json;
 pub mod mango;
 mod read;
@@ -19,6 +21,7 @@ mod write;
 pub use attachment::{AttachmentWriter, Encoding, PreparedAttachment, is_compressible};
 pub use doc::{AttachmentInput, AttachmentKind, DocUpdate, IdKind, ParseOptions, Revisions};
 pub use error::{Error, ErrorKind, Result};
+pub use hlc::ConflictPolicy;
 pub use read::{
     ATTACHMENT_CHUNK_SIZE, AllDocs, AllDocsQuery, AllDocsRow, AttachmentMode, AttachmentRef,
     Change, Changes, ChangesFilter, ChangesQuery, Doc, DocFilter, GetOptions, OpenRev, OpenRevs,

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::records::{CHUNKS, DOCS, LOCAL, META, REVS, SEQS};
 
 /// Settings for a [`Store`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreConfig {
     /// Store compressible attachment types gzip-compressed, as CouchDB does (default `true`).
     pub compress_attachments: bool,
@@ -19,6 +19,18 @@ pub struct StoreConfig {
     pub cache_bytes: usize,
     /// `_revs_limit` of new databases (default 1000).
     pub default_revs_limit: u64,
+    /// The clock for hybrid-logical-clock stamps of last-writer-wins databases.
+    pub clock: Arc<dyn crate::clock::Clock>,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("compress_attachments", &self.compress_attachments)
+            .field("cache_bytes", &self.cache_bytes)
+            .field("default_revs_limit", &self.default_revs_limit)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for StoreConfig {
@@ -27,6 +39,7 @@ impl Default for StoreConfig {
             compress_attachments: true,
             cache_bytes: 16 * 1024 * 1024,
             default_revs_limit: 1000,
+            clock: Arc::new(crate::clock::TokioClock),
         }
     }
 }
@@ -235,24 +248,34 @@ pub(crate) struct Meta {
     pub(crate) doc_del_count: u64,
     pub(crate) revs_limit: u64,
     pub(crate) external_size: u64,
+    pub(crate) conflict_policy: u64,
+    pub(crate) hlc_millis: u64,
+    pub(crate) hlc_counter: u64,
 }
 
-const META_KEYS: [&str; 5] = [
+/// Keys of [`Meta`]'s fields, in the order of `Meta::fields`.
+const META_KEYS: [&str; 8] = [
     "update_seq",
     "doc_count",
     "doc_del_count",
     "revs_limit",
     "external_size",
+    "conflict_policy",
+    "hlc_millis",
+    "hlc_counter",
 ];
 
 impl Meta {
-    fn fields(&mut self) -> [&mut u64; 5] {
+    fn fields(&mut self) -> [&mut u64; 8] {
         [
             &mut self.update_seq,
             &mut self.doc_count,
             &mut self.doc_del_count,
             &mut self.revs_limit,
             &mut self.external_size,
+            &mut self.conflict_policy,
+            &mut self.hlc_millis,
+            &mut self.hlc_counter,
         ]
     }
 
@@ -290,6 +313,9 @@ pub(crate) struct DbInner {
     redb: RwLock<Option<redb::Database>>,
     seq_tx: watch::Sender<u64>,
     pub(crate) tag: String,
+    /// 48 bits of the instance uuid: this database's name in HLC stamps.
+    pub(crate) node: u64,
+    clock: Arc<dyn crate::clock::Clock>,
 }
 
 impl std::fmt::Debug for Database {
@@ -308,6 +334,8 @@ pub(crate) struct Writer<'t> {
     pub(crate) local: redb::Table<'t, &'static str, &'static [u8]>,
     pub(crate) chunks: redb::Table<'t, (&'static [u8; 32], u32), &'static [u8]>,
     pub(crate) meta: Meta,
+    pub(crate) clock: &'t dyn crate::clock::Clock,
+    pub(crate) node: u64,
 }
 
 /// Tables open for reading in one snapshot.
@@ -372,6 +400,10 @@ impl Database {
         };
         txn.commit()?;
         let tag = data_encoding::BASE64URL_NOPAD.encode(uuid.get(..9).unwrap_or(&uuid));
+        let node = uuid
+            .iter()
+            .take(6)
+            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
         let (seq_tx, _) = watch::channel(meta.update_seq);
         Ok(Database {
             inner: Arc::new(DbInner {
@@ -380,6 +412,8 @@ impl Database {
                 redb: RwLock::new(Some(redb)),
                 seq_tx,
                 tag,
+                node,
+                clock: store.inner.config.clock.clone(),
             }),
         })
     }
@@ -445,6 +479,8 @@ impl Database {
                 local: txn.open_table(LOCAL)?,
                 chunks: txn.open_table(CHUNKS)?,
                 meta,
+                clock: &*self.inner.clock,
+                node: self.inner.node,
             };
             let result = f(&mut w)?;
             w.meta.save(&mut meta_table)?;
@@ -506,6 +542,24 @@ impl Database {
         }
         self.write(|w| {
             w.meta.revs_limit = limit;
+            Ok(())
+        })
+    }
+
+    /// How this database resolves conflicts.
+    pub fn conflict_policy(&self) -> Result<crate::hlc::ConflictPolicy> {
+        self.read(|r| {
+            Ok(crate::hlc::ConflictPolicy::from_code(
+                r.meta.conflict_policy,
+            ))
+        })
+    }
+
+    /// Sets how conflicts are resolved from now on (documents already in conflict are resolved
+    /// when they next change).
+    pub fn set_conflict_policy(&self, policy: crate::hlc::ConflictPolicy) -> Result<()> {
+        self.write(|w| {
+            w.meta.conflict_policy = policy.code();
             Ok(())
         })
     }

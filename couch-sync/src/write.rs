@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use crate::attachment::PreparedAttachment;
 use crate::doc::{AttachmentKind, DocUpdate, IdKind, check_id};
 use crate::error::{Error, Result};
+use crate::hlc::{ConflictPolicy, HLC_FIELD, Hlc};
 use crate::records::{AttRecord, DocRecord, RevRecord};
 use crate::rev::RevId;
 use crate::revtree::{Merge, RevTree};
@@ -225,8 +226,8 @@ impl Writer<'_> {
             .as_ref()
             .map(|d| d.tree.clone())
             .unwrap_or_default();
-        let mut canonical = Vec::with_capacity(256);
-        crate::json::canonical_object(&update.body, &mut canonical);
+        let lww =
+            ConflictPolicy::from_code(self.meta.conflict_policy) == ConflictPolicy::LastWriterWins;
 
         if new_edits {
             let parent = match &update.rev {
@@ -241,6 +242,11 @@ impl Writer<'_> {
                 },
             };
             let parent_rev = parent.and_then(|p| tree.node(p)).map(|n| n.rev.clone());
+            if lww {
+                self.stamp(id, &mut update, parent_rev.as_ref())?;
+            }
+            let mut canonical = Vec::with_capacity(256);
+            crate::json::canonical_object(&update.body, &mut canonical);
             let new_pos = parent_rev.as_ref().map_or(1, |r| r.pos() + 1);
             let sources: Vec<RevId> = parent_rev.iter().cloned().collect();
             let attachments = self.resolve_attachments(id, &mut update, new_pos, &sources)?;
@@ -300,9 +306,114 @@ impl Writer<'_> {
                 attachments,
             };
             self.put_rev(id, &leaf_rev, &record)?;
+            if lww {
+                if let Some(seen) = crate::hlc::stamp_of(&update.body) {
+                    self.observe(seen);
+                }
+                self.resolve_lww(id, &mut tree)?;
+            }
             self.finish_doc(id, existing.as_ref(), tree)?;
             Ok(leaf_rev)
         }
+    }
+}
+
+impl Writer<'_> {
+    fn last_hlc(&self) -> Hlc {
+        Hlc {
+            millis: self.meta.hlc_millis,
+            counter: u16::try_from(self.meta.hlc_counter).unwrap_or(u16::MAX),
+            node: self.node,
+        }
+    }
+
+    /// Advances this database's clock past a stamp seen from another replica.
+    fn observe(&mut self, seen: Hlc) {
+        let last = self.last_hlc();
+        if (seen.millis, seen.counter) > (last.millis, last.counter) {
+            self.meta.hlc_millis = seen.millis;
+            self.meta.hlc_counter = u64::from(seen.counter);
+        }
+    }
+
+    /// Stamps a local edit with a new hybrid-logical-clock value (last-writer-wins databases).
+    fn stamp(&mut self, id: &str, update: &mut DocUpdate, parent: Option<&RevId>) -> Result<()> {
+        let parent_stamp = match parent {
+            Some(rev) => self
+                .load_rev(id, rev)?
+                .and_then(|rec| serde_json::from_slice::<Map<String, Value>>(&rec.body).ok())
+                .and_then(|body| crate::hlc::stamp_of(&body)),
+            None => None,
+        };
+        let next = Hlc::tick(
+            self.clock.now_millis(),
+            self.last_hlc(),
+            parent_stamp,
+            self.node,
+        );
+        self.meta.hlc_millis = next.millis;
+        self.meta.hlc_counter = u64::from(next.counter);
+        update
+            .body
+            .insert(HLC_FIELD.to_owned(), Value::String(next.to_string()));
+        Ok(())
+    }
+
+    /// Last-writer-wins: the leaf with the greatest stamp wins — a live one, or a stamped
+    /// deletion, which then deletes the document — with CouchDB's ranking breaking ties and
+    /// unstamped leaves ranking last. Every other live leaf gets a tombstone whose revision id
+    /// depends only on that leaf, so every replica that resolves the same conflict makes the same
+    /// tombstone. A replica that sees only some leaves kills only leaves below a greater stamp,
+    /// which the full set would kill too: replicas converge whatever order revisions arrive in.
+    fn resolve_lww(&mut self, id: &str, tree: &mut RevTree) -> Result<()> {
+        let ranked = tree.ranked_leaves();
+        let live: Vec<usize> = ranked
+            .iter()
+            .copied()
+            .filter(|&i| tree.node(i).is_some_and(|n| !n.deleted))
+            .collect();
+        if live.is_empty() || ranked.len() < 2 {
+            return Ok(());
+        }
+        let mut best: Option<(Option<Hlc>, usize)> = None;
+        for &leaf in &ranked {
+            let node = tree
+                .node(leaf)
+                .ok_or_else(|| Error::Corrupt("leaf".into()))?;
+            let stamp = self
+                .load_rev(id, &node.rev)?
+                .and_then(|rec| serde_json::from_slice::<Map<String, Value>>(&rec.body).ok())
+                .and_then(|body| crate::hlc::stamp_of(&body));
+            if node.deleted && stamp.is_none() {
+                continue; // old tombstones take no part
+            }
+            // `ranked` is in CouchDB's order, so on equal stamps the earlier one stays best.
+            if best.as_ref().is_none_or(|(s, _)| stamp > *s) {
+                best = Some((stamp, leaf));
+            }
+        }
+        let winner = best.map(|(_, leaf)| leaf);
+        for leaf in live {
+            if Some(leaf) == winner {
+                continue;
+            }
+            let loser = tree
+                .node(leaf)
+                .map(|n| n.rev.clone())
+                .ok_or_else(|| Error::Corrupt("leaf".into()))?;
+            let tombstone = RevId::compute(Some(&loser), true, b"{}", &[]);
+            if tree.find(&tombstone).is_some() {
+                continue;
+            }
+            tree.add_child(Some(leaf), tombstone.clone(), true);
+            let record = RevRecord {
+                deleted: true,
+                body: b"{}".to_vec(),
+                attachments: Vec::new(),
+            };
+            self.put_rev(id, &tombstone, &record)?;
+        }
+        Ok(())
     }
 }
 

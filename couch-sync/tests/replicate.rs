@@ -320,3 +320,91 @@ async fn continuous_follows_until_cancelled() {
         .unwrap();
     assert_eq!(result.progress.docs_written, 2);
 }
+
+#[tokio::test]
+async fn replicate_endpoint_and_active_tasks() {
+    let s = common::start().await;
+    s.put_json("/src", &json!({})).await;
+    for i in 0..10 {
+        s.put_json(&format!("/src/d{i}"), &json!({"i": i})).await;
+    }
+    let url = format!("http://{}/src", s.addr);
+    // Remote URL to a local name, creating the target.
+    let r = s
+        .post_json(
+            "/_replicate",
+            &json!({"source": url, "target": "dst", "create_target": true}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let body = r.json();
+    assert_eq!(body["ok"], true);
+    assert_eq!(body["history"][0]["docs_written"], 10);
+    assert!(body["session_id"].is_string());
+    assert_eq!(s.get("/dst").await.json()["doc_count"], 10);
+    let again = s
+        .post_json("/_replicate", &json!({"source": url, "target": "dst"}))
+        .await
+        .json();
+    assert_eq!(again["no_changes"], true);
+    // Errors: missing fields, bad selector, missing source.
+    s.post_json("/_replicate", &json!({"source": "src"}))
+        .await
+        .assert_error(400, "bad_request");
+    s.post_json(
+        "/_replicate",
+        &json!({"source": "src", "target": "dst", "selector": {"$nope": 1}}),
+    )
+    .await
+    .assert_error(400, "bad_request");
+    s.post_json(
+        "/_replicate",
+        &json!({"source": "missing", "target": "dst"}),
+    )
+    .await
+    .assert_error(404, "not_found");
+    // Continuous: 202, listed in _active_tasks, cancellable.
+    let r = s
+        .post_json(
+            "/_replicate",
+            &json!({"source": "src", "target": "live", "continuous": true, "create_target": true}),
+        )
+        .await;
+    assert_eq!(r.status, 202);
+    let local_id = r.json()["_local_id"].as_str().unwrap().to_owned();
+    assert!(local_id.ends_with("+continuous"));
+    s.put_json("/src/late", &json!({"late": 1})).await;
+    let mut seen = false;
+    for _ in 0..100 {
+        if s.get("/live/late").await.status == 200 {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "continuous replication carried a later write");
+    let tasks = s.get("/_active_tasks").await.json();
+    assert_eq!(tasks[0]["type"], "replication");
+    assert_eq!(tasks[0]["continuous"], true);
+    assert_eq!(tasks[0]["docs_written"], 11);
+    let r = s
+        .post_json(
+            "/_replicate",
+            &json!({"source": "src", "target": "live", "continuous": true, "cancel": true}),
+        )
+        .await;
+    assert_eq!(r.json()["ok"], true);
+    for _ in 0..100 {
+        if s.get("/_active_tasks").await.json() == json!([]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(s.get("/_active_tasks").await.json(), json!([]));
+    s.post_json(
+        "/_replicate",
+        &json!({"source": "src", "target": "live", "continuous": true, "cancel": true}),
+    )
+    .await
+    .assert_error(404, "not_found");
+}

@@ -12,8 +12,8 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode};
 use serde_json::{Map, Value, json};
 
-use super::clock::Clock;
 use super::connector::Connector;
+use crate::clock::Clock;
 use crate::doc::{DocUpdate, ParseOptions};
 use crate::error::{Error, Result};
 use crate::read::{AttachmentMode, ChangesFilter, ChangesQuery, GetOptions, OpenRev, OpenRevs};

@@ -29,12 +29,11 @@
 //! # Ok(()) }
 //! ```
 
-mod clock;
 mod connector;
 mod endpoint;
 mod replication;
 
-pub use clock::{Clock, SimulatedClock, Sleep, TokioClock};
+pub use crate::clock::{Clock, SimulatedClock, Sleep, TokioClock};
 pub use connector::{BoxStream, Connecting, Connector, Stream, TcpConnector};
 pub use endpoint::{Endpoint, Remote};
 pub use replication::{

@@ -9,8 +9,8 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, watch};
 
-use super::clock::{Clock, TokioClock};
 use super::endpoint::{ChangesBatch, Endpoint, Filter};
+use crate::clock::{Clock, TokioClock};
 use crate::error::{Error, ErrorKind, Result};
 
 /// How to retry after transient failures: exponential backoff with jitter.

@@ -20,6 +20,8 @@
 mod changes;
 mod docs;
 mod multipart;
+#[cfg(feature = "client")]
+mod replicate;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,7 +39,7 @@ use crate::read::DocFilter;
 use crate::store::{Database, Store};
 
 /// Settings of the HTTP API.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerConfig {
     /// Largest JSON request body accepted (413 beyond). Default 64 MiB.
     pub max_body_bytes: usize,
@@ -50,6 +52,10 @@ pub struct ServerConfig {
     pub max_rows: u64,
     /// The server uuid reported by `GET /`.
     pub uuid: String,
+    /// How `POST /_replicate` reaches remote URLs (plain TCP by default; the embedding program
+    /// supplies TLS).
+    #[cfg(feature = "client")]
+    pub connector: Arc<dyn crate::replicate::Connector>,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +68,8 @@ impl Default for ServerConfig {
             max_attachment_bytes: 1024 * 1024 * 1024,
             max_rows: 100_000,
             uuid: data_encoding::HEXLOWER.encode(&uuid),
+            #[cfg(feature = "client")]
+            connector: Arc::new(crate::replicate::TcpConnector),
         }
     }
 }
@@ -110,6 +118,15 @@ pub enum Operation<'a> {
         /// Database name.
         db: &'a str,
     },
+    /// `POST /_replicate` between these endpoints (database names or URLs).
+    Replicate {
+        /// Source as given.
+        source: &'a str,
+        /// Target as given.
+        target: &'a str,
+    },
+    /// `GET /_active_tasks`.
+    ActiveTasks,
 }
 
 /// The hook's verdict.
@@ -155,10 +172,24 @@ impl Authorize for AllowAll {
     }
 }
 
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_document_bytes", &self.max_document_bytes)
+            .field("max_attachment_bytes", &self.max_attachment_bytes)
+            .field("max_rows", &self.max_rows)
+            .field("uuid", &self.uuid)
+            .finish_non_exhaustive()
+    }
+}
+
 pub(crate) struct App {
     pub(crate) store: Store,
     pub(crate) config: ServerConfig,
     pub(crate) auth: Arc<dyn Authorize>,
+    #[cfg(feature = "client")]
+    pub(crate) replications: Arc<replicate::Registry>,
 }
 
 /// The CouchDB API over `store`, checking every request with `auth`.
@@ -167,6 +198,8 @@ pub fn router(store: Store, config: ServerConfig, auth: Arc<dyn Authorize>) -> R
         store,
         config,
         auth,
+        #[cfg(feature = "client")]
+        replications: Arc::new(replicate::Registry::default()),
     });
     Router::new().fallback(dispatch).with_state(app)
 }
@@ -390,6 +423,10 @@ async fn route(app: Arc<App>, parts: Parts, body: Body) -> Result<Response> {
                 .collect();
             Ok(json_response(StatusCode::OK, &json!({"uuids": uuids})))
         }
+        #[cfg(feature = "client")]
+        ["_replicate"] => replicate::replicate(ctx, &method, body).await,
+        #[cfg(feature = "client")]
+        ["_active_tasks"] => replicate::active_tasks(ctx, &method).await,
         ["_session"] => {
             ctx.check(Operation::Server)?;
             session(&ctx, &method, body).await

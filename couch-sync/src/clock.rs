@@ -1,5 +1,6 @@
-//! The clock seam: everything in the replicator that waits or reads the time goes through a
-//! [`Clock`], so backoff, timeouts and continuous mode run on simulated time in tests.
+//! The clock seam: everything in this crate that waits or reads the time goes through a
+//! [`Clock`] — the replicator's backoff, timeouts and continuous mode, and the hybrid logical
+//! clock of last-writer-wins databases — so tests run on simulated time.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,10 +11,10 @@ use std::time::Duration;
 /// A boxed future, as the clock returns from [`Clock::sleep`].
 pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Time for the replicator.
+/// Time, for the store and the replicator.
 pub trait Clock: Send + Sync + 'static {
-    /// Milliseconds since the Unix epoch (for checkpoint history; may be wrong on a device with a
-    /// bad clock, which only affects those informational fields).
+    /// Milliseconds since the Unix epoch. May be wrong on a device with a bad clock: checkpoint
+    /// history only shows it, and the hybrid logical clock corrects for it.
     fn now_millis(&self) -> u64;
     /// A future that completes after `duration`.
     fn sleep(&self, duration: Duration) -> Sleep;
@@ -52,6 +53,11 @@ struct SimInner {
 }
 
 impl SimulatedClock {
+    /// Sets the current time.
+    pub fn set_millis(&self, millis: u64) {
+        self.inner.now.store(millis, Ordering::SeqCst);
+    }
+
     /// A clock starting at `start_millis`.
     pub fn new(start_millis: u64) -> SimulatedClock {
         let clock = SimulatedClock::default();
