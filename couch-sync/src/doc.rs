@@ -142,6 +142,17 @@ pub struct ParseOptions<'a> {
 }
 
 impl DocUpdate {
+    /// CouchDB's `max_document_size`: the body without attachments, as JSON, must fit.
+    pub fn check_size(&self, max_bytes: usize) -> Result<()> {
+        let size = serde_json::to_vec(&self.body)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if size > max_bytes {
+            return Err(Error::document_too_large(self.id.as_deref().unwrap_or("")));
+        }
+        Ok(())
+    }
+
     /// Splits a JSON object into a document update, with CouchDB's validation.
     pub fn from_json(mut object: Map<String, Value>, opts: ParseOptions<'_>) -> Result<DocUpdate> {
         let mut update = DocUpdate::default();
@@ -305,11 +316,12 @@ pub fn parse_bulk_docs(
         .docs
         .into_iter()
         .map(|raw| {
-            if raw.get().len() > max_doc_bytes {
-                return Err(Error::too_large("Document"));
-            }
             let object = crate::json::parse_object(raw.get().as_bytes())?;
-            DocUpdate::from_json(object, opts)
+            let update = DocUpdate::from_json(object, opts)?;
+            if raw.get().len() > max_doc_bytes {
+                update.check_size(max_doc_bytes)?;
+            }
+            Ok(update)
         })
         .collect();
     Ok((docs, body.new_edits.unwrap_or(true)))

@@ -151,6 +151,13 @@ impl Error {
         couch!(413, "too_large", format!("{what} is too large"))
     }
 
+    /// 413 `document_too_large` (reason: the document id), as CouchDB 3 answers a document
+    /// body over `max_document_size`.
+    pub fn document_too_large(id: &str) -> Error {
+        let shown: String = id.chars().take(200).collect();
+        couch!(413, "document_too_large", shown)
+    }
+
     /// 412 `missing_stub`.
     pub fn missing_stub(reason: impl Into<Cow<'static, str>>) -> Error {
         couch!(412, "missing_stub", reason)

@@ -51,6 +51,7 @@ pub struct Store {
 }
 
 struct StoreInner {
+    uuid: String,
     dir: PathBuf,
     tmp: PathBuf,
     config: StoreConfig,
@@ -128,14 +129,22 @@ impl Store {
             let _ = std::fs::remove_dir_all(&tmp);
         }
         std::fs::create_dir_all(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
+        let uuid = load_or_create_uuid(&dir)?;
         Ok(Store {
             inner: Arc::new(StoreInner {
+                uuid,
                 dir,
                 tmp,
                 config,
                 open: Mutex::new(HashMap::new()),
             }),
         })
+    }
+
+    /// This store's uuid (32 hex digits), created once and kept in `store.uuid`: the server uuid
+    /// clients see (PouchDB's replication ids include it, so it must survive restarts).
+    pub fn uuid(&self) -> &str {
+        &self.inner.uuid
     }
 
     /// The store's directory.
@@ -238,6 +247,36 @@ impl Store {
         names.sort();
         Ok(names)
     }
+}
+
+fn load_or_create_uuid(dir: &Path) -> Result<String> {
+    let path = dir.join("store.uuid");
+    match std::fs::read_to_string(&path) {
+        Ok(text)
+            if text.trim().len() == 32 && text.trim().bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            return Ok(text.trim().to_owned());
+        }
+        Ok(_) => {
+            return Err(Error::Corrupt(format!(
+                "{} does not hold a 32-hex-digit uuid",
+                path.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("reading", &path, e)),
+    }
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Corrupt(format!("random source: {e}")))?;
+    let uuid = data_encoding::HEXLOWER.encode(&bytes);
+    // Written to a temporary name and renamed, so a crash never leaves a half-written uuid.
+    let tmp = dir.join("store.uuid.tmp");
+    std::fs::write(&tmp, format!("{uuid}\n")).map_err(|e| Error::io("writing", &tmp, e))?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io("syncing", &tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io("renaming", &path, e))?;
+    Ok(uuid)
 }
 
 /// Counters kept in the `meta` table.

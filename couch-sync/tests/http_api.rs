@@ -264,10 +264,29 @@ async fn bad_input_gets_couchdb_errors() {
     s.send("PUT", "/db/x", &[], format!("{{\"a\":{deep}}}"))
         .await
         .assert_error(400, "bad_request");
+    // Over max_document_size (8 MiB) is CouchDB's 413 document_too_large naming the document;
+    // inline attachment data does not count, as in CouchDB.
     let big = format!("{{\"a\":\"{}\"}}", "x".repeat(9 * 1024 * 1024));
-    s.send("PUT", "/db/x", &[], big)
+    let r = s.send("PUT", "/db/x", &[], big).await;
+    r.assert_error(413, "document_too_large");
+    assert_eq!(r.json()["reason"], "x");
+    let data = data_encoding::BASE64.encode(&vec![7u8; 7 * 1024 * 1024]);
+    let with_att = format!(
+        "{{\"_attachments\":{{\"a.bin\":{{\"content_type\":\"application/octet-stream\",\"data\":\"{data}\"}}}}}}"
+    );
+    let r = s.send("PUT", "/db/att", &[], with_att).await;
+    assert_eq!(r.status, 201);
+    let rev = r.json()["rev"].as_str().unwrap().to_owned();
+    s.delete(&format!("/db/att?rev={rev}")).await;
+    // More than the request limit (64 MiB by default) is 413 too_large.
+    let huge = vec![b' '; 65 * 1024 * 1024];
+    s.send("PUT", "/db/x", &[], huge)
         .await
         .assert_error(413, "too_large");
+    // A rev in the query that differs from the body's is 400.
+    s.send("PUT", "/db/x?rev=1-abc", &[], r#"{"_rev":"1-def"}"#)
+        .await
+        .assert_error(400, "bad_request");
     s.get("/db/x?revs=maybe")
         .await
         .assert_error(400, "query_parse_error");
@@ -370,16 +389,29 @@ async fn bulk_docs_both_modes() {
     )
     .await;
     assert_eq!(s.get("/db").await.json()["update_seq"], seq_before);
-    // A bad revision under new_edits=false is refused per document.
-    let rows = s
-        .post_json(
-            "/db/_bulk_docs",
-            &json!({"new_edits": false, "docs": [{"_id": "d", "_rev": "x-y"}, {"_id": "e"}]}),
+    // A replicated revision id that is not N-<hex> fails the whole request, as in CouchDB.
+    s.post_json(
+        "/db/_bulk_docs",
+        &json!({"new_edits": false, "docs": [{"_id": "d", "_rev": "1-xyz"}, {"_id": "e", "_rev": "1-ab"}]}),
+    )
+    .await
+    .assert_error(400, "doc_validation");
+    s.get("/db/e").await.assert_error(404, "not_found");
+    // Big integers survive exactly.
+    let r = s
+        .send(
+            "PUT",
+            "/db/nums",
+            &[],
+            r#"{"big":12345678901234567890123,"neg":-9007199254740993}"#,
         )
-        .await
-        .json();
-    assert_eq!(rows.as_array().unwrap().len(), 2, "{rows}");
-    assert_eq!(rows[0]["error"], "bad_request");
+        .await;
+    assert_eq!(r.status, 201);
+    let text = String::from_utf8(s.get("/db/nums").await.body.to_vec()).unwrap();
+    assert!(
+        text.contains(r#""big":12345678901234567890123,"neg":-9007199254740993"#),
+        "{text}"
+    );
 }
 
 #[tokio::test]

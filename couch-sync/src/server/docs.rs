@@ -240,15 +240,25 @@ async fn document(
                 super::multipart::parse_related(&ctx, &content_type, body).await?
             } else {
                 let bytes = ctx.body_bytes(body).await?;
-                if bytes.len() > ctx.app.config.max_document_bytes {
-                    return Err(Error::too_large("Document"));
+                let oversized = bytes.len() > ctx.app.config.max_document_bytes;
+                let update = parse_doc_body(&ctx, bytes).await?;
+                if oversized {
+                    update
+                        .check_size(ctx.app.config.max_document_bytes)
+                        .map_err(|_| Error::document_too_large(id))?;
                 }
-                parse_doc_body(&ctx, bytes).await?
+                update
             };
             // As CouchDB: the URL names the document; an `_id` in the body is ignored.
             update.id = None;
-            if update.rev.is_none() {
-                update.rev = rev_param(&ctx)?;
+            match (&update.rev, rev_param(&ctx)?) {
+                (None, from_request) => update.rev = from_request,
+                (Some(body_rev), Some(request_rev)) if *body_rev != request_rev => {
+                    return Err(Error::bad_request(
+                        "Document rev from request body and query string have different values",
+                    ));
+                }
+                _ => {}
             }
             let new_edits = ctx.query.get("new_edits") != Some("false");
             let deleted = update.deleted;
@@ -317,10 +327,11 @@ async fn parse_doc_body(ctx: &Ctx, bytes: bytes::Bytes) -> Result<DocUpdate> {
 
 pub(super) async fn post_doc(mut ctx: Ctx, db_name: &str, body: Body) -> Result<Response> {
     let bytes = ctx.body_bytes(body).await?;
-    if bytes.len() > ctx.app.config.max_document_bytes {
-        return Err(Error::too_large("Document"));
-    }
+    let oversized = bytes.len() > ctx.app.config.max_document_bytes;
     let update = parse_doc_body(&ctx, bytes).await?;
+    if oversized {
+        update.check_size(ctx.app.config.max_document_bytes)?;
+    }
     match &update.id {
         Some(id) => check_write(&mut ctx, db_name, id)?,
         None => ctx.check(Operation::WriteDb { db: db_name })?,
@@ -376,6 +387,15 @@ async fn bulk_docs(mut ctx: Ctx, method: &Method, db_name: &str, body: Body) -> 
     })
     .await?;
     let (docs, new_edits, kinds) = parsed;
+    if !new_edits {
+        // CouchDB refuses the whole request when a replicated revision id is not N-<hex>.
+        if docs
+            .iter()
+            .any(|d| matches!(d, Err(e) if e.reason().starts_with("Invalid rev format")))
+        {
+            return Err(Error::doc_validation("RevId isn't a valid hexadecimal"));
+        }
+    }
     if kinds.contains(&IdKind::Normal) || kinds.is_empty() {
         ctx.check(Operation::WriteDb { db: db_name })?;
     }

@@ -50,8 +50,8 @@ pub struct ServerConfig {
     /// Most rows a single `_changes`, `_all_docs` or `_bulk_get` request may ask for at once
     /// (`limit` above it is capped). Default 100 000.
     pub max_rows: u64,
-    /// The server uuid reported by `GET /`.
-    pub uuid: String,
+    /// The server uuid reported by `GET /` (default: the store's persistent uuid).
+    pub uuid: Option<String>,
     /// How `POST /_replicate` reaches remote URLs (plain TCP by default; the embedding program
     /// supplies TLS).
     #[cfg(feature = "client")]
@@ -60,14 +60,12 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> ServerConfig {
-        let mut uuid = [0u8; 16];
-        let _ = getrandom::fill(&mut uuid);
         ServerConfig {
             max_body_bytes: 64 * 1024 * 1024,
             max_document_bytes: 8 * 1024 * 1024,
             max_attachment_bytes: 1024 * 1024 * 1024,
             max_rows: 100_000,
-            uuid: data_encoding::HEXLOWER.encode(&uuid),
+            uuid: None,
             #[cfg(feature = "client")]
             connector: Arc::new(crate::replicate::TcpConnector),
         }
@@ -395,7 +393,7 @@ async fn route(app: Arc<App>, parts: Parts, body: Body) -> Result<Response> {
                     "couchdb": "Welcome",
                     "version": "3.4.3",
                     "git_sha": "",
-                    "uuid": ctx.app.config.uuid,
+                    "uuid": ctx.app.config.uuid.as_deref().unwrap_or(ctx.app.store.uuid()),
                     "features": ["access-ready", "partitioned"],
                     "vendor": {"name": "couch-sync", "version": env!("CARGO_PKG_VERSION")}
                 }),

@@ -221,12 +221,13 @@ pub(super) async fn parse_related(ctx: &Ctx, content_type: &str, body: Body) -> 
     let mut json = Vec::new();
     while let Some(chunk) = first.chunk().await.map_err(bad)? {
         json.extend_from_slice(&chunk);
-        if json.len() > ctx.app.config.max_document_bytes {
-            return Err(Error::too_large("Document"));
+        if json.len() > ctx.app.config.max_body_bytes {
+            return Err(Error::too_large("The document part"));
         }
     }
     drop(first);
     let object = crate::json::parse_object(&json)?;
+    let oversized = json.len() > ctx.app.config.max_document_bytes;
     let mut update = DocUpdate::from_json(
         object,
         ParseOptions {
@@ -234,6 +235,9 @@ pub(super) async fn parse_related(ctx: &Ctx, content_type: &str, body: Body) -> 
             tmp_dir: ctx.app.store.tmp_dir(),
         },
     )?;
+    if oversized {
+        update.check_size(ctx.app.config.max_document_bytes)?;
+    }
     let limit = ctx.app.config.max_attachment_bytes;
     let compress = ctx.app.store.config().compress_attachments;
     while let Some(mut field) = multipart.next_field().await.map_err(bad)? {
