@@ -131,6 +131,19 @@ impl Remote {
         })
     }
 
+    /// Sets how long one request may take before it counts as failed (default 60 s; a longpoll
+    /// wait adds its own timeout on top).
+    pub fn with_timeout(mut self, timeout: Duration) -> Remote {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the largest answer accepted from the peer (default 512 MiB).
+    pub fn with_max_response_bytes(mut self, limit: usize) -> Remote {
+        self.max_response_bytes = limit;
+        self
+    }
+
     /// The URL without credentials (used in replication ids and logs).
     pub fn display_url(&self) -> String {
         self.url.to_string()

@@ -199,7 +199,7 @@ pub(super) async fn replicate(mut ctx: Ctx, method: &Method, body: Body) -> Resu
     if result.no_changes {
         return Ok(json_response(
             StatusCode::OK,
-            &json!({"ok": true, "no_changes": true, "session_id": result.session_id, "source_last_seq": result.source_last_seq}),
+            &json!({"ok": true, "no_changes": true, "session_id": result.session_id, "source_last_seq": result.source_last_seq, "_local_id": local_id}),
         ));
     }
     Ok(json_response(
@@ -210,6 +210,7 @@ pub(super) async fn replicate(mut ctx: Ctx, method: &Method, body: Body) -> Resu
             "source_last_seq": result.source_last_seq,
             "replication_id_version": 4,
             "history": [result.history],
+            "_local_id": local_id,
         }),
     ))
 }
