@@ -408,3 +408,69 @@ async fn replicate_endpoint_and_active_tasks() {
     .await
     .assert_error(404, "not_found");
 }
+
+/// A peer without `_bulk_get` (older CouchDB, some servers): the replicator falls back to
+/// `open_revs` per document and still copies everything, attachments included.
+#[tokio::test]
+async fn falls_back_to_open_revs_without_bulk_get() {
+    use axum::extract::Request;
+    use axum::response::IntoResponse;
+    let dir = tempfile::tempdir().unwrap();
+    let old_store = Store::open(dir.path(), StoreConfig::default()).unwrap();
+    let db = old_store.create_db("old").unwrap();
+    seed(&db);
+    let inner = couch_sync::server::router(
+        old_store.clone(),
+        couch_sync::server::ServerConfig::default(),
+        Arc::new(couch_sync::server::AllowAll),
+    );
+    let bulk_get_calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let calls = bulk_get_calls.clone();
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let inner = inner.clone();
+        let calls = calls.clone();
+        async move {
+            if req.uri().path().ends_with("/_bulk_get") {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                return (
+                    axum::http::StatusCode::NOT_FOUND,
+                    r#"{"error":"not_found","reason":"missing"}"#,
+                )
+                    .into_response();
+            }
+            use tower::ServiceExt;
+            inner.oneshot(req).await.into_response()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let (_d2, s2) = store();
+    let target = s2.create_db("new").unwrap();
+    let source = Endpoint::Remote(Arc::new(
+        Remote::new(
+            &format!("http://{addr}/old"),
+            Arc::new(TcpConnector),
+            Arc::new(TokioClock),
+        )
+        .unwrap(),
+    ));
+    let result = Replication::new(
+        source,
+        Endpoint::Local(target.clone()),
+        ReplicationOptions::default(),
+    )
+    .run()
+    .await
+    .unwrap();
+    assert_eq!(result.progress.docs_written, 29);
+    assert_eq!(
+        bulk_get_calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "tried once, then remembered"
+    );
+    assert_eq!(snapshot(&db), snapshot(&target));
+    server.abort();
+}
