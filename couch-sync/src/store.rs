@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{ReadableDatabase, ReadableTable};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
@@ -290,10 +290,11 @@ pub(crate) struct Meta {
     pub(crate) conflict_policy: u64,
     pub(crate) hlc_millis: u64,
     pub(crate) hlc_counter: u64,
+    pub(crate) live_bytes: u64,
 }
 
 /// Keys of [`Meta`]'s fields, in the order of `Meta::fields`.
-const META_KEYS: [&str; 8] = [
+const META_KEYS: [&str; 9] = [
     "update_seq",
     "doc_count",
     "doc_del_count",
@@ -302,10 +303,11 @@ const META_KEYS: [&str; 8] = [
     "conflict_policy",
     "hlc_millis",
     "hlc_counter",
+    "live_bytes",
 ];
 
 impl Meta {
-    fn fields(&mut self) -> [&mut u64; 8] {
+    fn fields(&mut self) -> [&mut u64; 9] {
         [
             &mut self.update_seq,
             &mut self.doc_count,
@@ -315,6 +317,7 @@ impl Meta {
             &mut self.conflict_policy,
             &mut self.hlc_millis,
             &mut self.hlc_counter,
+            &mut self.live_bytes,
         ]
     }
 
@@ -533,22 +536,10 @@ impl Database {
         Ok(result)
     }
 
-    /// Database information.
+    /// Database information. Constant time: sizes come from counters kept as the database
+    /// changes (and recounted exactly by compaction), never from walking the file.
     pub fn info(&self) -> Result<DbInfo> {
-        let guard = self.inner.redb.read().unwrap_or_else(|p| p.into_inner());
-        let db = guard.as_ref().ok_or_else(Error::no_db)?;
-        let txn = db.begin_read()?;
-        let meta = Meta::load(&txn.open_table(META)?)?;
-        let mut active = 0;
-        for stats in [
-            txn.open_table(DOCS)?.stats()?,
-            txn.open_table(REVS)?.stats()?,
-            txn.open_table(SEQS)?.stats()?,
-            txn.open_table(LOCAL)?.stats()?,
-        ] {
-            active += stats.stored_bytes() + stats.metadata_bytes();
-        }
-        active += txn.open_table(CHUNKS)?.stats()?.stored_bytes();
+        let meta = self.read(|r| Ok(r.meta.clone()))?;
         let file_size = std::fs::metadata(&self.inner.path)
             .map(|m| m.len())
             .unwrap_or(0);
@@ -558,7 +549,7 @@ impl Database {
             doc_del_count: meta.doc_del_count,
             update_seq: meta.update_seq,
             file_size,
-            active_size: active,
+            active_size: meta.live_bytes,
             external_size: meta.external_size,
             tag: self.inner.tag.clone(),
         })

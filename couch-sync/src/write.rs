@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use redb::ReadableTable;
+use redb::{ReadableTable, ReadableTableMetadata};
 use serde_json::{Map, Value};
 
 use crate::attachment::PreparedAttachment;
@@ -52,10 +52,22 @@ impl Writer<'_> {
             return Ok(()); // already stored: deduplicated
         }
         let chunks = &mut self.chunks;
+        let mut added = 0u64;
         content.for_each_chunk(|index, bytes| {
             chunks.insert((&key, index), bytes)?;
+            added += bytes.len() as u64 + 36;
             Ok(())
-        })
+        })?;
+        self.meta.live_bytes += added;
+        Ok(())
+    }
+
+    /// Keeps `live_bytes` (what `sizes.active` reports) in step with a table write: `key` bytes
+    /// of key, `new` of value written, `old` of value replaced or removed.
+    fn account(&mut self, key: usize, new: Option<usize>, old: Option<usize>) {
+        let plus = new.map_or(0, |n| (n + key) as u64);
+        let minus = old.map_or(0, |o| (o + key) as u64);
+        self.meta.live_bytes = (self.meta.live_bytes + plus).saturating_sub(minus);
     }
 
     /// Turns the update's attachments into records: stubs resolved against `sources` (revisions
@@ -162,15 +174,23 @@ impl Writer<'_> {
         let bytes = record.encode();
         self.meta.external_size +=
             record.body.len() as u64 + record.attachments.iter().map(|a| a.length).sum::<u64>();
-        self.revs
-            .insert((id, rev_text.as_str()), bytes.as_slice())?;
+        let old = self
+            .revs
+            .insert((id, rev_text.as_str()), bytes.as_slice())?
+            .map(|o| o.value().len());
+        self.account(rev_key_len(id, &rev_text), Some(bytes.len()), old);
         Ok(())
     }
 
     fn remove_rev(&mut self, id: &str, rev: &RevId) -> Result<()> {
         let rev_text = rev.to_string();
-        if let Some(old) = self.revs.remove((id, rev_text.as_str()))? {
-            if let Ok(rec) = RevRecord::decode(old.value()) {
+        let removed = self
+            .revs
+            .remove((id, rev_text.as_str()))?
+            .map(|old| old.value().to_vec());
+        if let Some(old) = removed {
+            self.account(rev_key_len(id, &rev_text), None, Some(old.len()));
+            if let Ok(rec) = RevRecord::decode(&old) {
                 let size =
                     rec.body.len() as u64 + rec.attachments.iter().map(|a| a.length).sum::<u64>();
                 self.meta.external_size = self.meta.external_size.saturating_sub(size);
@@ -192,7 +212,9 @@ impl Writer<'_> {
         let seq = self.meta.update_seq + 1;
         self.meta.update_seq = seq;
         if let Some(old) = old {
-            self.seqs.remove(old.seq)?;
+            if self.seqs.remove(old.seq)?.is_some() {
+                self.account(8 + id.len(), None, Some(0));
+            }
             if old.winner_deleted {
                 self.meta.doc_del_count = self.meta.doc_del_count.saturating_sub(1);
             } else {
@@ -205,12 +227,18 @@ impl Writer<'_> {
             self.meta.doc_count += 1;
         }
         self.seqs.insert(seq, id)?;
+        self.account(8 + id.len(), Some(0), None);
         let record = DocRecord {
             seq,
             winner_deleted,
             tree,
         };
-        self.docs.insert(id, record.encode().as_slice())?;
+        let encoded = record.encode();
+        let old = self
+            .docs
+            .insert(id, encoded.as_slice())?
+            .map(|o| o.value().len());
+        self.account(id.len(), Some(encoded.len()), old);
         Ok(())
     }
 
@@ -417,6 +445,12 @@ impl Writer<'_> {
     }
 }
 
+/// Bytes a `revs` key takes as redb stores it (a tuple key carries length prefixes).
+fn rev_key_len(id: &str, rev: &str) -> usize {
+    let bytes = <(&str, &str) as redb::Value>::as_bytes(&(id, rev));
+    AsRef::<[u8]>::as_ref(&bytes).len()
+}
+
 /// The stored form of a body: compact JSON in the client's member order.
 fn canonical_to_stored(body: &Map<String, Value>) -> Vec<u8> {
     serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec())
@@ -470,6 +504,18 @@ pub(crate) fn drop_unreferenced(w: &mut Writer<'_>) -> Result<()> {
     for (content, index) in unreferenced {
         w.chunks.remove((&content, index))?;
     }
+    // Compaction reads everything anyway: take the exact figure, correcting any drift.
+    let mut live = 0;
+    for stats in [
+        w.docs.stats()?,
+        w.revs.stats()?,
+        w.seqs.stats()?,
+        w.local.stats()?,
+        w.chunks.stats()?,
+    ] {
+        live += stats.stored_bytes();
+    }
+    w.meta.live_bytes = live;
     Ok(())
 }
 
@@ -568,9 +614,15 @@ impl Database {
 
     /// Deletes a `_local` document (404 if absent). CouchDB answers revision `0-0`.
     pub fn delete_local(&self, id: &str) -> Result<()> {
-        self.write(|w| match w.local.remove(id)? {
-            Some(_) => Ok(()),
-            None => Err(Error::not_found("missing")),
+        self.write(|w| {
+            let old = w.local.remove(id)?.map(|o| o.value().len());
+            match old {
+                Some(len) => {
+                    w.account(id.len(), None, Some(len));
+                    Ok(())
+                }
+                None => Err(Error::not_found("missing")),
+            }
         })
     }
 
@@ -628,7 +680,12 @@ fn local_put(
         None => 0,
     };
     let counter = previous.saturating_add(1);
-    w.local.insert(id, local_record(counter, body).as_slice())?;
+    let record = local_record(counter, body);
+    let old = w
+        .local
+        .insert(id, record.as_slice())?
+        .map(|o| o.value().len());
+    w.account(id.len(), Some(record.len()), old);
     Ok(RevId::local(counter))
 }
 
@@ -671,4 +728,88 @@ fn base_update(w: &Writer<'_>, id: &str, rev: Option<&RevId>) -> Result<DocUpdat
         attachments: Some(attachments),
         revisions: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::ReadableTableMetadata;
+    use serde_json::json;
+
+    use crate::doc::DocUpdate;
+    use crate::store::{Store, StoreConfig};
+
+    /// `sizes.active` comes from a counter kept on every write; it must equal what the tables
+    /// really hold.
+    #[test]
+    fn live_bytes_counter_matches_the_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
+        let db = store.create_db("x").unwrap();
+        let body = |v: i64| {
+            json!({"v": v, "pad": "x".repeat(v as usize)})
+                .as_object()
+                .unwrap()
+                .clone()
+        };
+        let mut revs = Vec::new();
+        for i in 0..20 {
+            revs.push(
+                db.put(
+                    Some(&format!("d{i}")),
+                    DocUpdate {
+                        body: body(i),
+                        ..DocUpdate::default()
+                    },
+                    true,
+                )
+                .unwrap()
+                .1,
+            );
+        }
+        for (i, rev) in revs.iter().enumerate().take(10) {
+            let update = DocUpdate {
+                rev: Some(rev.clone()),
+                body: body(100 + i as i64),
+                ..DocUpdate::default()
+            };
+            db.put(Some(&format!("d{i}")), update, true).unwrap();
+        }
+        db.put_local("_local/a", body(3), None).unwrap();
+        db.put_local("_local/a", body(30), None).unwrap();
+        db.put_local("_local/b", body(1), None).unwrap();
+        db.delete_local("_local/b").unwrap();
+        let content =
+            crate::PreparedAttachment::from_bytes("image/png", &[9; 150_000], true, dir.path())
+                .unwrap();
+        db.put_attachment("att", None, "a", content).unwrap();
+        db.set_revs_limit(1).unwrap();
+        let r = db.get("d15", &crate::GetOptions::default()).unwrap().rev;
+        db.put(
+            Some("d15"),
+            DocUpdate {
+                rev: Some(r),
+                deleted: true,
+                ..DocUpdate::default()
+            },
+            true,
+        )
+        .unwrap();
+        let (counted, real) = db
+            .read(|r| {
+                let mut real = 0;
+                for s in [
+                    r.docs.stats()?,
+                    r.revs.stats()?,
+                    r.seqs.stats()?,
+                    r.local.stats()?,
+                    r.chunks.stats()?,
+                ] {
+                    real += s.stored_bytes();
+                }
+                Ok((r.meta.live_bytes, real))
+            })
+            .unwrap();
+        assert_eq!(counted, real);
+        assert_eq!(db.info().unwrap().active_size, real);
+    }
 }

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::connector::Connector;
@@ -345,7 +346,8 @@ impl Endpoint {
         }
     }
 
-    pub(crate) async fn put_local(&self, id: &str, mut doc: Map<String, Value>) -> Result<()> {
+    /// Writes a `_local` document; returns its new revision (as the peer reports it).
+    pub(crate) async fn put_local(&self, id: &str, mut doc: Map<String, Value>) -> Result<Value> {
         doc.remove("_id");
         match self {
             Endpoint::Local(db) => {
@@ -353,17 +355,20 @@ impl Endpoint {
                     .remove("_rev")
                     .and_then(|v| v.as_str().map(str::to_owned));
                 let (d, id) = (db.clone(), format!("_local/{id}"));
-                blocking(move || d.put_local(&id, doc, rev.as_deref()).map(|_| ())).await
+                blocking(move || d.put_local(&id, doc, rev.as_deref()))
+                    .await
+                    .map(|rev| Value::String(rev.to_string()))
             }
             Endpoint::Remote(r) => {
-                r.json(
-                    Method::PUT,
-                    &local_path(id),
-                    Some(&Value::Object(doc)),
-                    &[200, 201],
-                )
-                .await?;
-                Ok(())
+                let reply = r
+                    .json(
+                        Method::PUT,
+                        &local_path(id),
+                        Some(&Value::Object(doc)),
+                        &[200, 201],
+                    )
+                    .await?;
+                Ok(reply.get("rev").cloned().unwrap_or(Value::Null))
             }
         }
     }
@@ -632,32 +637,92 @@ impl Endpoint {
                 .await
             }
             Endpoint::Remote(r) => {
-                let body = json!({"docs": docs, "new_edits": false});
-                let reply = r
-                    .json(Method::POST, "/_bulk_docs", Some(&body), &[201, 202])
-                    .await?;
-                Ok(reply
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|row| {
-                        let error = row.get("error")?.as_str()?.to_owned();
-                        let reason = row
-                            .get("reason")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_owned();
-                        let id = row
-                            .get("id")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_owned();
-                        Some((id, Error::couch(400, error, reason)))
+                // Bodies of at most WRITE_BODY_BYTES each (a peer's request limit is often 64 MiB
+                // or less); a body the peer still refuses as too large is split further, down to
+                // one document, which then fails alone.
+                let mut failures = Vec::new();
+                let mut pending: Vec<Vec<Box<RawValue>>> = Vec::new();
+                let mut current = Vec::new();
+                let mut size = 0;
+                for doc in docs {
+                    let raw = serde_json::value::to_raw_value(&doc).map_err(|e| {
+                        Error::PeerMisbehaved(format!("unserialisable document: {e}"))
+                    })?;
+                    if !current.is_empty() && size + raw.get().len() > WRITE_BODY_BYTES {
+                        pending.push(std::mem::take(&mut current));
+                        size = 0;
+                    }
+                    size += raw.get().len();
+                    current.push(raw);
+                }
+                if !current.is_empty() {
+                    pending.push(current);
+                }
+                while let Some(group) = pending.pop() {
+                    let body = serde_json::to_vec(&BulkDocsBody {
+                        docs: &group,
+                        new_edits: false,
                     })
-                    .collect())
+                    .unwrap_or_default();
+                    let (status, reply) = r
+                        .request(Method::POST, "/_bulk_docs", Some(body), Duration::ZERO)
+                        .await?;
+                    match status.as_u16() {
+                        201 | 202 => failures.extend(bulk_failures(&reply)),
+                        413 if group.len() > 1 => {
+                            let mut first = group;
+                            let second = first.split_off(first.len() / 2);
+                            pending.push(first);
+                            pending.push(second);
+                        }
+                        413 => {
+                            let id = serde_json::from_str::<Value>(
+                                group.first().map_or("{}", |d| d.get()),
+                            )
+                            .ok()
+                            .and_then(|d| d.get("_id").and_then(Value::as_str).map(str::to_owned))
+                            .unwrap_or_default();
+                            failures.push((id, peer_error(status, &reply)));
+                        }
+                        _ => return Err(peer_error(status, &reply)),
+                    }
+                }
+                Ok(failures)
             }
         }
     }
+}
+
+#[derive(serde::Serialize)]
+struct BulkDocsBody<'a> {
+    docs: &'a [Box<RawValue>],
+    new_edits: bool,
+}
+
+/// The largest `_bulk_docs` body the replicator sends.
+const WRITE_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// Per-document failures in a `_bulk_docs` answer.
+fn bulk_failures(reply: &[u8]) -> Vec<(String, Error)> {
+    let rows: Value = serde_json::from_slice(reply).unwrap_or(Value::Null);
+    rows.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|row| {
+            let error = row.get("error")?.as_str()?.to_owned();
+            let reason = row
+                .get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            let id = row
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            Some((id, Error::couch(400, error, reason)))
+        })
+        .collect()
 }
 
 fn seq_number(since: &Value) -> u64 {

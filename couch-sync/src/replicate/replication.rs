@@ -46,7 +46,7 @@ pub struct ReplicationOptions {
     pub selector: Option<Value>,
     /// Create the target database if it does not exist.
     pub create_target: bool,
-    /// Changes per batch (and per checkpoint). Default 100, as CouchDB and PouchDB.
+    /// Changes per batch (and per checkpoint). Default 500, as CouchDB's `worker_batch_size`.
     pub batch_size: u64,
     /// Retry behaviour for transient failures.
     pub retry: RetryPolicy,
@@ -63,7 +63,7 @@ impl Default for ReplicationOptions {
             doc_ids: None,
             selector: None,
             create_target: false,
-            batch_size: 100,
+            batch_size: 500,
             retry: RetryPolicy::default(),
             idle_wait: Duration::from_secs(30),
             jitter_seed: None,
@@ -194,6 +194,9 @@ impl std::fmt::Debug for Replication {
             .finish_non_exhaustive()
     }
 }
+
+/// Revisions fetched (and then written) per request.
+const FETCH_GROUP: usize = 100;
 
 /// Checkpoint documents keep at most this many history entries.
 const MAX_HISTORY: usize = 50;
@@ -473,17 +476,35 @@ impl Replication {
                 }
             }
             let found = wanted.len() as u64;
-            let docs = if wanted.is_empty() {
-                Vec::new()
-            } else {
-                self.source.fetch(&wanted).await?
+            // Fetch and write in groups, so memory stays bounded whatever the attachments weigh;
+            // the next group is fetched while the previous one is written.
+            let mut read = 0u64;
+            let mut failures = Vec::new();
+            let mut groups = wanted.chunks(FETCH_GROUP);
+            let mut fetched = match groups.next() {
+                Some(group) => Some(self.source.fetch(group).await?),
+                None => None,
             };
-            let read = docs.len() as u64;
-            let failures = if docs.is_empty() {
-                Vec::new()
-            } else {
-                self.target.write(docs, &self.tmp_dir).await?
-            };
+            while let Some(docs) = fetched.take() {
+                read += docs.len() as u64;
+                let next = groups.next();
+                let write = async {
+                    if docs.is_empty() {
+                        Ok(Vec::new())
+                    } else {
+                        self.target.write(docs, &self.tmp_dir).await
+                    }
+                };
+                let fetch = async {
+                    match next {
+                        Some(group) => self.source.fetch(group).await.map(Some),
+                        None => Ok(None),
+                    }
+                };
+                let (written, next_docs) = tokio::join!(write, fetch);
+                failures.extend(written?);
+                fetched = next_docs?;
+            }
             let failed = failures.len() as u64;
             session_checked += checked;
             session_found += found;
@@ -603,13 +624,22 @@ impl Replication {
             doc
         };
         // The target must record it; the source is asked too, but may refuse (read-only peers).
-        let target = build(target_doc);
-        self.target.put_local(&self.id, target).await?;
-        *target_doc = self.target.get_local(&self.id).await?;
-        let source = build(source_doc);
-        match self.source.put_local(&self.id, source).await {
-            Ok(()) => *source_doc = self.source.get_local(&self.id).await.unwrap_or(None),
+        // Both sides at once; the answer's revision is all the next write needs (no re-read).
+        let mut target = build(target_doc);
+        let mut source = build(source_doc);
+        let (target_rev, source_rev) = tokio::join!(
+            self.target.put_local(&self.id, target.clone()),
+            self.source.put_local(&self.id, source.clone())
+        );
+        target.insert("_rev".into(), target_rev?);
+        *target_doc = Some(Value::Object(target));
+        match source_rev {
+            Ok(rev) => {
+                source.insert("_rev".into(), rev);
+                *source_doc = Some(Value::Object(source));
+            }
             Err(e) if e.kind() == ErrorKind::Transient => return Err(e),
+            // The source may refuse (a read-only peer): the target's checkpoint suffices.
             Err(_) => {}
         }
         Ok(entry)
