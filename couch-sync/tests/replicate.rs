@@ -474,3 +474,198 @@ async fn falls_back_to_open_revs_without_bulk_get() {
     assert_eq!(snapshot(&db), snapshot(&target));
     server.abort();
 }
+
+/// Backoff runs on the clock seam: with a simulated clock and a peer that cannot be reached, the
+/// replicator retries with exponentially growing, jittered delays — and no real time passes.
+#[tokio::test]
+async fn backoff_on_simulated_time() {
+    use couch_sync::clock::SimulatedClock;
+    use couch_sync::replicate::{Connecting, Connector, RetryPolicy};
+    struct Unreachable(std::sync::atomic::AtomicU64);
+    impl Connector for Unreachable {
+        fn connect(&self, _: &str, _: &str, _: u16) -> Connecting {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    "refused",
+                ))
+            })
+        }
+    }
+    let clock = SimulatedClock::new(0);
+    let connector = Arc::new(Unreachable(Default::default()));
+    let remote = Remote::new(
+        "http://10.255.255.1:5984/db",
+        connector.clone(),
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    let (_d, s) = store();
+    let local = s.create_db("l").unwrap();
+    let options = ReplicationOptions {
+        retry: RetryPolicy {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+            max_attempts: Some(8),
+        },
+        jitter_seed: Some(42),
+        ..ReplicationOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let err = Replication::new(
+        Endpoint::Remote(Arc::new(remote)),
+        Endpoint::Local(local),
+        options,
+    )
+    .with_clock(Arc::new(clock.clone()))
+    .run()
+    .await
+    .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "no real waiting"
+    );
+    assert_eq!(err.kind(), couch_sync::ErrorKind::Transient, "{err}");
+    assert_eq!(
+        connector.0.load(std::sync::atomic::Ordering::SeqCst),
+        8,
+        "one connection attempt per try"
+    );
+    let sleeps = clock.sleeps();
+    assert_eq!(sleeps.len(), 7);
+    for (i, d) in sleeps.iter().enumerate() {
+        let base = Duration::from_millis(100) * (1 << i);
+        let base = base.min(Duration::from_secs(5));
+        assert!(
+            *d >= base / 2 && *d <= base * 3 / 2,
+            "attempt {i}: {d:?} within ±50% of {base:?}"
+        );
+    }
+    assert!(
+        sleeps[5] > sleeps[0] * 8,
+        "delays grow exponentially: {sleeps:?}"
+    );
+}
+
+/// A peer that refuses (403) stops the replication at once with that error: no retries.
+#[tokio::test]
+async fn permanent_errors_stop_at_once() {
+    use couch_sync::server::{Authorize, Decision, Operation};
+    struct ReadOnly;
+    impl Authorize for ReadOnly {
+        fn authorize(&self, _: &axum::http::request::Parts, op: &Operation<'_>) -> Decision {
+            match op {
+                Operation::WriteDb { .. } => Decision::Forbidden("read-only peer".into()),
+                _ => Decision::Allow,
+            }
+        }
+    }
+    let server = common::start_with(
+        couch_sync::server::ServerConfig::default(),
+        Arc::new(ReadOnly),
+    )
+    .await;
+    server.put_json("/ro", &json!({})).await;
+    let (_d, s) = store();
+    let local = s.create_db("l").unwrap();
+    put(&local, "x", json!({}));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let err = Replication::new(
+        Endpoint::Local(local),
+        remote(&server, "ro"),
+        ReplicationOptions::default(),
+    )
+    .with_events(tx)
+    .run()
+    .await
+    .unwrap_err();
+    assert_eq!((err.status(), err.error()), (403, "forbidden"), "{err}");
+    while let Ok(e) = rx.try_recv() {
+        assert!(
+            !matches!(e, couch_sync::replicate::Event::Retrying { .. }),
+            "a 403 is not retried"
+        );
+    }
+}
+
+/// Continuous replication from an HTTP peer survives idle periods longer than its wait and picks
+/// up a write made afterwards.
+#[tokio::test]
+async fn continuous_over_http_survives_idle_periods() {
+    let server = common::start().await;
+    server.put_json("/src", &json!({})).await;
+    server.put_json("/src/a", &json!({})).await;
+    let (_d, s) = store();
+    let local = s.create_db("l").unwrap();
+    let opts = ReplicationOptions {
+        continuous: true,
+        idle_wait: Duration::from_millis(300),
+        ..ReplicationOptions::default()
+    };
+    let rep = Arc::new(Replication::new(
+        remote(&server, "src"),
+        Endpoint::Local(local.clone()),
+        opts,
+    ));
+    let runner = tokio::spawn({
+        let rep = rep.clone();
+        async move { rep.run().await }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await; // several idle waits
+    server.put_json("/src/b", &json!({"late": true})).await;
+    let mut arrived = false;
+    for _ in 0..100 {
+        if local.get("b", &GetOptions::default()).is_ok() {
+            arrived = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(arrived);
+    assert_eq!(rep.progress().docs_written, 2);
+    rep.canceller().cancel();
+    tokio::time::timeout(Duration::from_secs(10), runner)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn both_ways_converges_two_edited_replicas() {
+    let (_d1, s1) = store();
+    let (_d2, s2) = store();
+    let (a, b) = (s1.create_db("a").unwrap(), s2.create_db("b").unwrap());
+    put(&a, "only-a", json!({}));
+    put(&b, "only-b", json!({}));
+    put(&a, "both", json!({"from": "a"}));
+    put(&b, "both", json!({"from": "b"}));
+    let (ab, ba) = couch_sync::replicate::sync_both_ways(
+        Endpoint::Local(a.clone()),
+        Endpoint::Local(b.clone()),
+        ReplicationOptions::default(),
+    )
+    .await;
+    assert_eq!(
+        (
+            ab.unwrap().progress.docs_written,
+            ba.unwrap().progress.docs_written
+        ),
+        (2, 2)
+    );
+    assert_eq!(snapshot(&a), snapshot(&b));
+    assert!(
+        a.get(
+            "both",
+            &GetOptions {
+                conflicts: true,
+                ..GetOptions::default()
+            }
+        )
+        .unwrap()
+        .json
+        .get("_conflicts")
+        .is_some()
+    );
+}

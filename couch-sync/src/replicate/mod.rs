@@ -39,3 +39,18 @@ pub use endpoint::{Endpoint, Remote};
 pub use replication::{
     Cancel, Event, Progress, Replication, ReplicationOptions, ReplicationResult, RetryPolicy, State,
 };
+
+/// Both ways at once: `a` → `b` and `b` → `a` with the same options (two replications, each with
+/// its own checkpoints), as the hub keeps a person's devices in sync. Returns both outcomes.
+pub async fn sync_both_ways(
+    a: Endpoint,
+    b: Endpoint,
+    options: ReplicationOptions,
+) -> (
+    crate::Result<ReplicationResult>,
+    crate::Result<ReplicationResult>,
+) {
+    let forth = Replication::new(a.clone(), b.clone(), options.clone());
+    let back = Replication::new(b, a, options);
+    tokio::join!(forth.run(), back.run())
+}
