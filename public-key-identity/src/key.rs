@@ -206,13 +206,42 @@ impl KeyPair {
     }
 
     /// The private key as PKCS#8 PEM. Treat the string as secret.
+    ///
+    /// Ed25519 keys are written as PKCS#8 v1 (RFC 8410 §7: the 32-byte seed only), which every
+    /// TLS stack reads — OpenSSL 3 (so Node, PouchDB and curl) refuses the v2 form `ring` makes.
     pub fn to_pkcs8_pem(&self) -> String {
-        self.inner.serialize_pem()
+        crate::identity::pem_encode("PRIVATE KEY", &self.pkcs8_der())
     }
 
     /// The private key as PKCS#8 DER, for rustls.
     pub fn to_private_key_der(&self) -> PrivateKeyDer<'static> {
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.inner.serialize_der()))
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.pkcs8_der()))
+    }
+
+    fn pkcs8_der(&self) -> Vec<u8> {
+        let der = self.inner.serialize_der();
+        if self.algorithm != KeyAlgorithm::Ed25519 {
+            return der;
+        }
+        // ring's v2 document: this header, the seed, then the public key ([1]).
+        const V2_HEAD: [u8; 16] = [
+            0x30, 0x51, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        // RFC 8410 §10.3: SEQUENCE { INTEGER 0, SEQUENCE { OID 1.3.101.112 }, OCTET STRING {
+        // OCTET STRING (32 bytes) } }.
+        const V1_HEAD: [u8; 16] = [
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        match (der.get(..16), der.get(16..48)) {
+            (Some(head), Some(seed)) if head == V2_HEAD => {
+                let mut v1 = V1_HEAD.to_vec();
+                v1.extend_from_slice(seed);
+                v1
+            }
+            _ => der,
+        }
     }
 
     /// The algorithm of this key.
@@ -298,6 +327,19 @@ mod tests {
             let err = bad.parse::<KeyId>().unwrap_err();
             assert!(matches!(err, Error::InvalidKeyId { .. }), "{bad:?}: {err}");
         }
+    }
+
+    #[test]
+    fn ed25519_keys_are_written_as_pkcs8_v1_and_read_back() {
+        let key = KeyPair::generate(KeyAlgorithm::Ed25519).unwrap();
+        let der = key.pkcs8_der();
+        assert_eq!(der.len(), 48);
+        assert_eq!(der[..5], [0x30, 0x2e, 0x02, 0x01, 0x00], "version 0 (v1)");
+        let again = KeyPair::from_pkcs8_pem(&key.to_pkcs8_pem()).unwrap();
+        assert_eq!(again.key_id(), key.key_id());
+        let message = b"signed with the reloaded key";
+        let sig = again.sign(message).unwrap();
+        assert!(crate::crypto::verify(key.spki_der(), message, &sig));
     }
 
     #[test]

@@ -1,0 +1,575 @@
+#![doc = include_str!("../README.md")]
+// A binary: `pub` marks what a module offers the rest of the program.
+#![allow(unreachable_pub)]
+// The hub is the one crate that reads the wall clock and sleeps directly (ARCHITECTURE.md).
+#![allow(clippy::disallowed_methods)]
+
+mod api;
+mod authz;
+mod client;
+mod config;
+mod hub;
+mod listener;
+mod pairing;
+mod replication;
+mod tls;
+mod ui;
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use public_key_identity::{KeyAlgorithm, Keystore};
+use serde_json::{Value, json};
+
+use crate::client::HubClient;
+use crate::config::{Layout, default_data_dir};
+use crate::hub::Hub;
+
+#[derive(Parser)]
+#[command(
+    name = "device-hub",
+    version,
+    about = "The Thali device hub: your CouchDB over mutual TLS, in sync with your devices"
+)]
+struct Cli {
+    /// Data directory (keys, databases, hub.toml). Default: ~/.local/share/thali-hub.
+    #[arg(long, global = true, env = "THALI_HUB_DATA")]
+    data: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub (creates the identity on first run).
+    Serve {
+        /// Address to listen on (HTTPS). Default from hub.toml, else 127.0.0.1:5985.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Print this hub's key id, address and identity card (as a QR code).
+    Whoami,
+    /// Apps on this device.
+    App {
+        #[command(subcommand)]
+        command: AppCommand,
+    },
+    /// Grant a principal or group a right on a database (`*` for all).
+    Grant {
+        /// Database name, or `*`.
+        db: String,
+        /// `key:ID`, a key id, `group:NAME`, a group name, or `anonymous`.
+        member: String,
+        /// `read`, `write` or `admin`.
+        right: String,
+    },
+    /// Take a right back.
+    Revoke {
+        /// Database name, or `*`.
+        db: String,
+        /// As for `grant`.
+        member: String,
+        /// `read`, `write` or `admin`.
+        right: String,
+    },
+    /// Pair with another of your devices (`httpkey://…`), or confirm a pairing by its code.
+    Pair {
+        /// The other hub's httpkey URL.
+        url: Option<String>,
+        /// Confirm the pairing (incoming or outgoing) that shows this 6-digit code.
+        #[arg(long)]
+        confirm: Option<String>,
+        /// Start the exchange and print the code, but confirm later (`--confirm CODE`).
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Friends.
+    Friend {
+        #[command(subcommand)]
+        command: FriendCommand,
+    },
+    /// Sync now with a paired hub (both ways with your devices; pull from friends).
+    Replicate {
+        /// The peer's key id or httpkey URL.
+        peer: String,
+        /// Only this database.
+        db: Option<String>,
+    },
+    /// Print a one-time link that logs a browser into the status page.
+    Ui {
+        /// Also open it in the default browser.
+        #[arg(long)]
+        open: bool,
+    },
+    /// Peers, replication and databases.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum AppCommand {
+    /// Make a key and certificate for an app (or register the app's own certificate) and grant
+    /// it access.
+    Add {
+        /// The app's name (its files go to DATA/apps/NAME).
+        name: String,
+        /// `DB:RIGHT` (RIGHT: read, write or admin); repeatable.
+        #[arg(long = "grant")]
+        grants: Vec<String>,
+        /// Register this PEM certificate instead of making a key.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum FriendCommand {
+    /// Exchange identities with a friend's hub; confirm with `device-hub pair --confirm CODE`.
+    Add {
+        /// The friend's httpkey URL.
+        url: String,
+        /// Print the code and confirm later.
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let layout = Layout::create(&cli.data.unwrap_or_else(default_data_dir))?;
+    match cli.command {
+        Command::Serve { listen } => serve(layout, listen).await,
+        Command::Whoami => whoami(&layout),
+        Command::App {
+            command: AppCommand::Add { name, grants, cert },
+        } => app_add(&layout, &name, &grants, cert).await,
+        Command::Grant { db, member, right } => {
+            let client = local_client(&layout)?;
+            let r = client
+                .ok(
+                    "POST",
+                    "/_hub/api/grant",
+                    Some(&json!({"db": db, "member": member, "right": right})),
+                )
+                .await?;
+            println!(
+                "{right} on {db} granted to {member}{}",
+                if r["changed"] == Value::Bool(false) {
+                    " (already)"
+                } else {
+                    ""
+                }
+            );
+            Ok(())
+        }
+        Command::Revoke { db, member, right } => {
+            let client = local_client(&layout)?;
+            let r = client
+                .ok(
+                    "POST",
+                    "/_hub/api/revoke",
+                    Some(&json!({"db": db, "member": member, "right": right})),
+                )
+                .await?;
+            println!(
+                "{right} on {db} revoked from {member}{}",
+                if r["changed"] == Value::Bool(false) {
+                    " (it had not been granted)"
+                } else {
+                    ""
+                }
+            );
+            Ok(())
+        }
+        Command::Pair {
+            url,
+            confirm,
+            no_wait,
+        } => match (url, confirm) {
+            (_, Some(code)) => confirm_pairing(&layout, &code).await,
+            (Some(url), None) => pair(&layout, &url, "me", no_wait).await,
+            (None, None) => bail!("give the other hub's httpkey URL, or --confirm CODE"),
+        },
+        Command::Friend {
+            command: FriendCommand::Add { url, no_wait },
+        } => pair(&layout, &url, "friend", no_wait).await,
+        Command::Replicate { peer, db } => replicate(&layout, &peer, db).await,
+        Command::Ui { open } => {
+            let client = local_client(&layout)?;
+            let r = client.ok("POST", "/_hub/api/ui-token", None).await?;
+            let url = r["url"].as_str().unwrap_or_default();
+            println!("{url}");
+            eprintln!(
+                "(valid once, for {} minutes)",
+                r["expires_in_seconds"].as_u64().unwrap_or(600) / 60
+            );
+            if open {
+                let _ = std::process::Command::new("xdg-open").arg(url).spawn();
+            }
+            Ok(())
+        }
+        Command::Status => {
+            let client = local_client(&layout)?;
+            let s = client.ok("GET", "/_hub/api/status", None).await?;
+            print_status(&s);
+            Ok(())
+        }
+    }
+}
+
+/// The device identity, loaded (or created) from the data directory.
+fn device(layout: &Layout) -> Result<public_key_identity::Identity> {
+    let keystore = Keystore::open(layout.keys())?;
+    Ok(keystore.load_or_create("device", KeyAlgorithm::Ed25519)?.0)
+}
+
+/// A client to this device's running hub, as its owner.
+fn local_client(layout: &Layout) -> Result<HubClient> {
+    let config = layout.load_config(None)?;
+    let me = device(layout)?;
+    let ip = match config.listen.ip() {
+        ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
+        ip => ip.to_string(),
+    };
+    HubClient::local(&ip, config.listen.port(), &me).context("is `device-hub serve` running?")
+}
+
+async fn serve(layout: Layout, listen: Option<SocketAddr>) -> Result<()> {
+    let config = layout.load_config(listen)?;
+    let hub = Hub::open(layout, config)?;
+    let listener = tokio::net::TcpListener::bind(hub.config.listen)
+        .await
+        .with_context(|| format!("listening on {}", hub.config.listen))?;
+    let tls = tls::server_config(&hub.device, &hub.browser)?;
+    let couch = couch_sync::server::router(
+        hub.store.clone(),
+        couch_sync::server::ServerConfig::default(),
+        Arc::new(authz::HubAuth::new(hub.clone())),
+    );
+    let app = api::router(hub.clone()).fallback_service(couch);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Policy changes (local or replicated from my other devices) take effect at once.
+    let watcher = {
+        let hub = hub.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let Ok(db) = hub.store.db(hub::POLICY_DB) else {
+                return;
+            };
+            let mut changes = db.subscribe();
+            loop {
+                tokio::select! {
+                    r = changes.changed() => if r.is_err() { break },
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+                let _ = hub.reload_policy();
+            }
+        })
+    };
+    let manager = tokio::spawn(replication::run(hub.clone(), stop_rx.clone()));
+    let url = hub
+        .endpoints()
+        .first()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    println!(
+        "device-hub ready: {url} (https://{}, key id {})",
+        hub.config.listen,
+        hub.key_id()
+    );
+    let _ = std::io::stdout().flush();
+    listener::serve(listener, tls, app, shutdown_signal()).await?;
+    stop_tx.send_replace(true);
+    let _ = manager.await;
+    let _ = watcher.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    tracing::info!("stopping: finishing requests in flight");
+}
+
+fn whoami(layout: &Layout) -> Result<()> {
+    let config = layout.load_config(None)?;
+    let keystore = Keystore::open(layout.keys())?;
+    let (device, _) = keystore.load_or_create("device", KeyAlgorithm::Ed25519)?;
+    let (browser, _) = keystore.load_or_create("browser", KeyAlgorithm::EcdsaP256)?;
+    let card = hub::card_for(&device, &browser, &config)?;
+    println!("name:    {}", card.name());
+    println!("key id:  {}", device.key_id());
+    for url in card.endpoints() {
+        println!("address: {url}");
+    }
+    println!();
+    print!("{}", card.to_qr_terminal()?);
+    Ok(())
+}
+
+async fn app_add(
+    layout: &Layout,
+    name: &str,
+    grants: &[String],
+    cert: Option<PathBuf>,
+) -> Result<()> {
+    let config = layout.load_config(None)?;
+    let me = device(layout)?;
+    let dir = layout.app(name);
+    let key_id = match cert {
+        Some(path) => {
+            let pem =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let der = <rustls_pki_types::CertificateDer<'_> as rustls_pki_types::pem::PemObject>::from_pem_slice(&pem).map_err(|e| anyhow::anyhow!("{}: no certificate: {e}", path.display()))?;
+            public_key_identity::cert_key_id(&der)?
+        }
+        None => {
+            let store = Keystore::open(&dir)?;
+            let (app, _) = store.load_or_create("app", KeyAlgorithm::Ed25519)?;
+            public_key_identity::keystore::write_atomic(
+                &store.cert_path("app")?,
+                app.cert_pem().as_bytes(),
+                0o600,
+            )?;
+            app.key_id()
+        }
+    };
+    std::fs::create_dir_all(&dir)?;
+    let hub_url = public_key_identity::HttpKeyUrl::new(
+        public_key_identity::Host::parse(&match config.listen.ip() {
+            ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
+            ip => ip.to_string(),
+        })?,
+        config.listen.port(),
+        me.key_id(),
+    );
+    public_key_identity::keystore::write_atomic(
+        &dir.join("hub.cert.pem"),
+        me.cert_pem().as_bytes(),
+        0o600,
+    )?;
+    public_key_identity::keystore::write_atomic(
+        &dir.join("hub.url"),
+        format!("{hub_url}\n").as_bytes(),
+        0o600,
+    )?;
+    let client = local_client(layout)?;
+    // The databases it is granted exist from now on (created by the owner).
+    for grant in grants {
+        if let Some((db, _)) = grant.rsplit_once(':') {
+            if db != "*" {
+                let (status, reply) = client
+                    .call("PUT", &format!("/{}", replication::couch_db_path(db)), None)
+                    .await?;
+                if status != 201 && status != 412 {
+                    bail!("creating {db}: {status} {reply}");
+                }
+            }
+        }
+    }
+    for grant in grants {
+        let (db, right) = grant
+            .rsplit_once(':')
+            .with_context(|| format!("--grant {grant}: expected DB:RIGHT"))?;
+        client
+            .ok(
+                "POST",
+                "/_hub/api/grant",
+                Some(&json!({"db": db, "member": format!("key:{key_id}"), "right": right})),
+            )
+            .await?;
+    }
+    println!("app {name}: key id {key_id}");
+    println!("files:   {}", dir.display());
+    println!("hub:     {hub_url}");
+    for grant in grants {
+        println!("granted: {grant}");
+    }
+    Ok(())
+}
+
+async fn pair(layout: &Layout, url: &str, kind: &str, no_wait: bool) -> Result<()> {
+    let client = local_client(layout)?;
+    let r = client
+        .ok(
+            "POST",
+            "/_hub/api/pair/start",
+            Some(&json!({"url": url, "kind": kind})),
+        )
+        .await?;
+    let code = r["code"].as_str().unwrap_or_default().to_owned();
+    println!("pairing code: {code}");
+    println!(
+        "peer: {} ({})",
+        r["name"].as_str().unwrap_or("?"),
+        r["peer"].as_str().unwrap_or("?")
+    );
+    if no_wait {
+        println!("confirm on both devices with: device-hub pair --confirm {code}");
+        return Ok(());
+    }
+    eprint!("Does the other device show {code}? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if !answer.trim().eq_ignore_ascii_case("y") {
+        bail!("not confirmed: nothing was trusted");
+    }
+    confirm_pairing(layout, &code).await
+}
+
+async fn confirm_pairing(layout: &Layout, code: &str) -> Result<()> {
+    let client = local_client(layout)?;
+    let r = client
+        .ok(
+            "POST",
+            "/_hub/api/pair/confirm",
+            Some(&json!({"code": code})),
+        )
+        .await?;
+    println!(
+        "confirmed: {} ({}) is now {}",
+        r["name"].as_str().unwrap_or("?"),
+        r["peer"].as_str().unwrap_or("?"),
+        if r["kind"] == "friend" {
+            "a friend"
+        } else {
+            "one of your devices"
+        }
+    );
+    Ok(())
+}
+
+async fn replicate(layout: &Layout, peer: &str, db: Option<String>) -> Result<()> {
+    let client = local_client(layout)?;
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let mut ok = true;
+    let mut errors = Vec::new();
+    let status = client
+        .lines(
+            "POST",
+            "/_hub/api/replicate",
+            Some(&json!({"peer": peer, "db": db})),
+            |line| {
+                if line.get("done").is_some() {
+                    ok = line["ok"].as_bool().unwrap_or(false);
+                    return;
+                }
+                if let Some(e) = line.get("error").and_then(Value::as_str) {
+                    errors.push(format!(
+                        "{} {}: {e}",
+                        line["db"].as_str().unwrap_or("?"),
+                        line["direction"].as_str().unwrap_or("?")
+                    ));
+                }
+                bar.set_message(format!(
+                    "{} {}: {} written, {} pending",
+                    line["db"].as_str().unwrap_or("?"),
+                    line["direction"].as_str().unwrap_or("?"),
+                    line["docs_written"].as_u64().unwrap_or(0),
+                    line["pending"].as_u64().unwrap_or(0),
+                ));
+                bar.tick();
+            },
+        )
+        .await?;
+    bar.finish_and_clear();
+    if status != 200 {
+        bail!("the hub refused: HTTP {status}");
+    }
+    for e in &errors {
+        eprintln!("error: {e}");
+    }
+    if !ok {
+        bail!("replication failed");
+    }
+    println!("in sync with {peer}");
+    Ok(())
+}
+
+fn print_status(s: &Value) {
+    let id = &s["identity"];
+    println!(
+        "{} — {}",
+        id["name"].as_str().unwrap_or(""),
+        id["key_id"].as_str().unwrap_or("")
+    );
+    for p in s["peers"].as_array().into_iter().flatten() {
+        println!(
+            "peer   {:<8} {:<20} {}",
+            p["kind"].as_str().unwrap_or(""),
+            p["name"].as_str().unwrap_or(""),
+            p["key_id"].as_str().unwrap_or("")
+        );
+    }
+    for r in s["replication"].as_array().into_iter().flatten() {
+        println!(
+            "sync   {:<20} {:<5} {:<9} written {:<6} pending {:<6} {}",
+            r["db"].as_str().unwrap_or(""),
+            r["direction"].as_str().unwrap_or(""),
+            r["state"].as_str().unwrap_or(""),
+            r["docs_written"],
+            r["pending"],
+            r["last_error"].as_str().unwrap_or("")
+        );
+    }
+    for d in s["databases"].as_array().into_iter().flatten() {
+        println!(
+            "db     {:<20} {:>8} docs {:>12} bytes",
+            d["name"].as_str().unwrap_or(""),
+            d["doc_count"],
+            d["active_size"]
+        );
+    }
+    for p in s["pairings"].as_array().into_iter().flatten() {
+        println!(
+            "pairing {} {} code {}",
+            p["name"].as_str().unwrap_or(""),
+            p["kind"].as_str().unwrap_or(""),
+            p["code"].as_str().unwrap_or("(in progress)")
+        );
+    }
+}

@@ -1,0 +1,367 @@
+//! The replication manager: keeps every database that is not local-only replicated both ways,
+//! continuously, with each of the person's other devices (group `me`), and pulls what friends
+//! granted (group `friends`) into `from-<friend>-<db>` — never pushing to friends. Runs a
+//! reconcile pass every few seconds: starts what should run, stops what should not (a revoked
+//! peer, a database no longer listed), restarts what failed after a pause. Each replication
+//! retries transient failures itself (backoff with jitter) and resumes from its checkpoints.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use acls_and_groups::Member;
+use couch_sync::replicate::{
+    Endpoint, Remote, Replication, ReplicationOptions, RetryPolicy, State, TokioClock,
+};
+use public_key_identity::{HttpKeyUrl, KeyId};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::client::HubClient;
+use crate::hub::{Hub, now_millis};
+use crate::tls::PinnedTls;
+
+/// How often the manager reconciles.
+const PASS: Duration = Duration::from_secs(3);
+/// How long a stopped replication waits before it is started again.
+const RESTART_AFTER_MS: u64 = 15_000;
+/// How often a friend's list of databases is fetched.
+const FRIEND_LIST_EVERY_MS: u64 = 30_000;
+
+/// Which way data flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// From this hub to the peer.
+    Push,
+    /// From the peer to this hub.
+    Pull,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Job {
+    peer: KeyId,
+    local: String,
+    remote: String,
+    direction: Direction,
+}
+
+struct Running {
+    replication: Arc<Replication>,
+    task: tokio::task::JoinHandle<()>,
+    outcome: Arc<Mutex<Option<(u64, String)>>>,
+}
+
+/// One row of the replication table (status page, `device-hub status`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// Peer key id.
+    pub peer: String,
+    /// Peer name (from its card).
+    pub name: String,
+    /// Local database.
+    pub db: String,
+    /// Database on the peer.
+    pub remote_db: String,
+    /// Push or pull.
+    pub direction: Direction,
+    /// Running, idle, retrying, stopped...
+    pub state: String,
+    /// Documents written so far.
+    pub docs_written: u64,
+    /// Changes not yet read.
+    pub pending: Option<u64>,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// When it last stopped (ms), and why.
+    pub stopped: Option<(u64, String)>,
+}
+
+/// The manager's state.
+#[derive(Default)]
+pub struct Manager {
+    running: Mutex<BTreeMap<Job, Running>>,
+    friend_dbs: Mutex<HashMap<KeyId, (u64, Vec<String>)>>,
+}
+
+impl Manager {
+    /// The replication table.
+    pub fn rows(&self, hub: &Hub) -> Vec<Row> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running
+            .iter()
+            .map(|(job, r)| {
+                let p = r.replication.progress();
+                let stopped = r.outcome.lock().ok().and_then(|o| o.clone());
+                Row {
+                    peer: job.peer.to_string(),
+                    name: hub
+                        .card_of(&job.peer)
+                        .map(|c| c.name().to_owned())
+                        .unwrap_or_default(),
+                    db: job.local.clone(),
+                    remote_db: job.remote.clone(),
+                    direction: job.direction,
+                    state: if stopped.is_some() {
+                        "stopped".into()
+                    } else {
+                        state_name(p.state).into()
+                    },
+                    docs_written: p.docs_written,
+                    pending: p.pending,
+                    last_error: p.last_error,
+                    stopped,
+                }
+            })
+            .collect()
+    }
+
+    fn stop_all(&self) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, r) in std::mem::take(&mut *running) {
+            r.replication.canceller().cancel();
+            r.task.abort();
+        }
+    }
+}
+
+fn state_name(state: State) -> &'static str {
+    match state {
+        State::Pending => "pending",
+        State::Running => "running",
+        State::Idle => "idle",
+        State::Retrying => "retrying",
+        State::Completed => "completed",
+        State::Failed => "failed",
+    }
+}
+
+/// A remote endpoint for `db` on the hub at `url`, over mutual TLS pinned to its key.
+pub fn remote(hub: &Hub, url: &HttpKeyUrl, db: &str) -> anyhow::Result<Endpoint> {
+    let target = url.to_https();
+    let base = target.url.trim_end_matches('/');
+    let encoded = couch_db_path(db);
+    let remote = Remote::new(
+        &format!("{base}/{encoded}"),
+        Arc::new(PinnedTls::new(target.pin, &hub.device)?),
+        Arc::new(TokioClock),
+    )?;
+    Ok(Endpoint::Remote(Arc::new(remote)))
+}
+
+/// A database name as a URL path segment (`/` is `%2F`, as CouchDB wants).
+pub fn couch_db_path(db: &str) -> String {
+    db.replace('/', "%2F")
+        .replace('$', "%24")
+        .replace('(', "%28")
+        .replace(')', "%29")
+        .replace('+', "%2B")
+}
+
+/// The local name of a friend's database.
+pub fn friend_db_name(friend: &KeyId, db: &str) -> String {
+    let key = friend.to_string();
+    format!("from-{}-{db}", &key[..8])
+}
+
+fn members(hub: &Hub, group: &str) -> Vec<KeyId> {
+    hub.policy()
+        .group(group)
+        .map(|g| {
+            g.members
+                .iter()
+                .filter_map(|m| match m {
+                    Member::Key(k) if *k != hub.key_id() => Some(*k),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn friend_databases(hub: &Hub, friend: KeyId, url: &HttpKeyUrl) -> Vec<String> {
+    let now = now_millis();
+    if let Some((at, dbs)) = hub
+        .replication
+        .friend_dbs
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&friend).cloned())
+    {
+        if now.saturating_sub(at) < FRIEND_LIST_EVERY_MS {
+            return dbs;
+        }
+    }
+    let dbs = match HubClient::new(url, &hub.device) {
+        Ok(client) => match client.call("GET", "/_all_dbs", None).await {
+            Ok((200, Value::Array(names))) => names
+                .into_iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        },
+        Err(_) => Vec::new(),
+    };
+    if let Ok(mut m) = hub.replication.friend_dbs.lock() {
+        m.insert(friend, (now, dbs.clone()));
+    }
+    dbs
+}
+
+async fn desired(hub: &Hub) -> BTreeMap<Job, HttpKeyUrl> {
+    let mut jobs = BTreeMap::new();
+    let local_dbs = hub.store.all_dbs().unwrap_or_default();
+    for peer in members(hub, "me") {
+        let Some(url) = hub
+            .card_of(&peer)
+            .and_then(|c| c.endpoints().first().cloned())
+        else {
+            continue;
+        };
+        for db in &local_dbs {
+            if hub.config.local_only.contains(db) || db.starts_with("from-") {
+                continue;
+            }
+            for direction in [Direction::Push, Direction::Pull] {
+                jobs.insert(
+                    Job {
+                        peer,
+                        local: db.clone(),
+                        remote: db.clone(),
+                        direction,
+                    },
+                    url.clone(),
+                );
+            }
+        }
+    }
+    for friend in members(hub, "friends") {
+        if members(hub, "me").contains(&friend) {
+            continue;
+        }
+        let Some(url) = hub
+            .card_of(&friend)
+            .and_then(|c| c.endpoints().first().cloned())
+        else {
+            continue;
+        };
+        for db in friend_databases(hub, friend, &url).await {
+            let local = friend_db_name(&friend, &db);
+            jobs.insert(
+                Job {
+                    peer: friend,
+                    local,
+                    remote: db,
+                    direction: Direction::Pull,
+                },
+                url.clone(),
+            );
+        }
+    }
+    jobs
+}
+
+async fn reconcile(hub: &Arc<Hub>) {
+    let wanted = desired(hub).await;
+    let now = now_millis();
+    let mut running = hub
+        .replication
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    // Stop what is no longer wanted.
+    let gone: Vec<Job> = running
+        .keys()
+        .filter(|j| !wanted.contains_key(j))
+        .cloned()
+        .collect();
+    for job in gone {
+        if let Some(r) = running.remove(&job) {
+            r.replication.canceller().cancel();
+            r.task.abort();
+            tracing::info!(peer = %job.peer, db = job.local, direction = ?job.direction, "replication stopped: no longer wanted");
+        }
+    }
+    for (job, url) in wanted {
+        if let Some(r) = running.get(&job) {
+            let restart = r
+                .outcome
+                .lock()
+                .ok()
+                .and_then(|o| o.clone())
+                .is_some_and(|(at, _)| now.saturating_sub(at) > RESTART_AFTER_MS);
+            if !restart {
+                continue;
+            }
+            running.remove(&job);
+        }
+        match start(hub, &job, &url) {
+            Ok(r) => {
+                running.insert(job, r);
+            }
+            Err(e) => {
+                tracing::warn!(peer = %job.peer, db = job.local, error = %e, "cannot start replication")
+            }
+        }
+    }
+}
+
+fn start(hub: &Arc<Hub>, job: &Job, url: &HttpKeyUrl) -> anyhow::Result<Running> {
+    if job.direction == Direction::Pull && !hub.store.exists(&job.local) {
+        hub.store.create_db(&job.local)?;
+    }
+    let local = Endpoint::Local(hub.store.db(&job.local)?);
+    let peer = remote(hub, url, &job.remote)?;
+    let (source, target) = match job.direction {
+        Direction::Push => (local, peer),
+        Direction::Pull => (peer, local),
+    };
+    let options = ReplicationOptions {
+        continuous: true,
+        create_target: job.direction == Direction::Push,
+        retry: RetryPolicy {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+            max_attempts: None,
+        },
+        ..ReplicationOptions::default()
+    };
+    let replication = Arc::new(
+        Replication::new(source, target, options).with_tmp_dir(hub.store.tmp_dir().to_path_buf()),
+    );
+    let outcome = Arc::new(Mutex::new(None));
+    let (rep, out, desc) = (
+        replication.clone(),
+        outcome.clone(),
+        format!("{} {} {:?}", job.peer, job.local, job.direction),
+    );
+    let task = tokio::spawn(async move {
+        let result = rep.run().await;
+        let text = match &result {
+            Ok(_) => "finished".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        tracing::info!(job = desc, result = text, "replication ended");
+        if let Ok(mut o) = out.lock() {
+            *o = Some((now_millis(), text));
+        }
+    });
+    Ok(Running {
+        replication,
+        task,
+        outcome,
+    })
+}
+
+/// Runs the manager until `stop` turns true.
+pub async fn run(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
+    loop {
+        reconcile(&hub).await;
+        tokio::select! {
+            () = tokio::time::sleep(PASS) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    hub.replication.stop_all();
+}

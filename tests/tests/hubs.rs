@@ -1,0 +1,296 @@
+//! Device hubs as real processes on 127.0.0.1: pairing and convergence, friends that pull only
+//! what they were granted, revocation, restarts mid-replication, strangers and wrong pins.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Hub, eventually, pair, request_pinned, stranger};
+
+/// Every document of `db` on `hub`, with conflicts: what a replica shows.
+async fn snapshot(hub: &Hub, db: &str) -> Value {
+    let owner = hub.owner();
+    let (status, all) = hub
+        .request(
+            Some(&owner),
+            "GET",
+            &format!("/{db}/_all_docs?include_docs=true&conflicts=true"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{all}");
+    let rows: Vec<Value> = all["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["doc"].clone())
+        .collect();
+    Value::Array(rows)
+}
+
+async fn put(hub: &Hub, path: &str, body: Value) -> Value {
+    let owner = hub.owner();
+    let (status, reply) = hub.request(Some(&owner), "PUT", path, Some(&body)).await;
+    assert!(
+        status == 201 || status == 412,
+        "PUT {path}: {status} {reply}"
+    );
+    reply
+}
+
+async fn get(hub: &Hub, path: &str) -> (u16, Value) {
+    let owner = hub.owner();
+    hub.request(Some(&owner), "GET", path, None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hubs_pair_and_converge_after_editing_apart() {
+    let mut a = Hub::start("laptop");
+    let mut b = Hub::start("phone");
+    pair(&a, &b, false);
+    put(&a, "/notes", json!({})).await;
+    put(&a, "/notes/shared", json!({"v": "first"})).await;
+    // The replication manager carries it to the other device.
+    eventually(30, "notes reach the phone", || async {
+        (get(&b, "/notes/shared").await.0 == 200).then_some(())
+    })
+    .await;
+    // Each device is edited while the other is off.
+    b.stop();
+    let rev = get(&a, "/notes/shared").await.1["_rev"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    put(
+        &a,
+        "/notes/shared",
+        json!({"_rev": rev, "v": "edited on the laptop"}),
+    )
+    .await;
+    put(&a, "/notes/from-laptop", json!({"x": 1})).await;
+    a.stop();
+    b.start_again();
+    let rev = get(&b, "/notes/shared").await.1["_rev"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    put(
+        &b,
+        "/notes/shared",
+        json!({"_rev": rev, "v": "edited on the phone"}),
+    )
+    .await;
+    put(&b, "/notes/from-phone", json!({"y": 2})).await;
+    a.start_again();
+    // Both come back online: they converge, and the concurrent edit is a conflict on both sides.
+    let converged = eventually(60, "both hubs show the same notes", || async {
+        let (x, y) = (snapshot(&a, "notes").await, snapshot(&b, "notes").await);
+        (x == y && x.as_array().map(Vec::len) == Some(3)).then_some(x)
+    })
+    .await;
+    let shared = converged
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["_id"] == "shared")
+        .unwrap();
+    assert_eq!(
+        shared["_conflicts"].as_array().map(Vec::len),
+        Some(1),
+        "{shared}"
+    );
+    // Pairing put each in the other's `me` group: the policy says so on both.
+    let (_, status) = get(&a, "/_hub/api/status").await;
+    assert!(
+        status["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["key_id"] == b.key_id.to_string() && p["kind"] == "me")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_friend_pulls_only_what_it_was_granted_until_revoked() {
+    let a = Hub::start("alice");
+    let c = Hub::start("carol");
+    pair(&c, &a, true); // carol befriends alice
+    put(&a, "/shared", json!({})).await;
+    put(&a, "/private", json!({})).await;
+    put(&a, "/shared/s1", json!({"n": 1})).await;
+    put(&a, "/private/p1", json!({"secret": true})).await;
+    a.cli_ok(&["grant", "shared", &format!("key:{}", c.key_id), "read"]);
+    let local = format!("from-{}-shared", &a.key_id.to_string()[..8]);
+    eventually(45, "carol pulls alice's shared database", || async {
+        (get(&c, &format!("/{local}/s1")).await.0 == 200).then_some(())
+    })
+    .await;
+    // Nothing else came across, and nothing goes back: carol's hub never pushes to friends.
+    let (_, dbs) = get(&c, "/_all_dbs").await;
+    let dbs: Vec<&str> = dbs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(!dbs.iter().any(|d| d.contains("private")), "{dbs:?}");
+    // Carol's key on alice's hub: read shared, nothing else, no writes.
+    let carol = c.owner();
+    let (status, seen) = a.request(Some(&carol), "GET", "/_all_dbs", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(seen, json!(["hub-directory", "shared"]));
+    assert_eq!(
+        a.request(Some(&carol), "GET", "/private/p1", None).await.0,
+        403
+    );
+    assert_eq!(
+        a.request(Some(&carol), "PUT", "/shared/hack", Some(&json!({})))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        a.request(Some(&carol), "DELETE", "/shared", None).await.0,
+        403
+    );
+    assert_eq!(
+        a.request(Some(&carol), "GET", "/_hub/api/status", None)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        a.request(
+            Some(&carol),
+            "POST",
+            "/_replicate",
+            Some(&json!({"source": "private", "target": "x"}))
+        )
+        .await
+        .0,
+        403
+    );
+    // Revoked: the next pull is refused, and a later document does not arrive.
+    a.cli_ok(&["revoke", "shared", &format!("key:{}", c.key_id), "read"]);
+    assert_eq!(
+        a.request(Some(&carol), "GET", "/shared/s1", None).await.0,
+        403
+    );
+    put(&a, "/shared/s2", json!({"n": 2})).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        get(&c, &format!("/{local}/s2")).await.0,
+        404,
+        "a revoked friend pulled again"
+    );
+    assert_eq!(
+        get(&c, &format!("/{local}/s1")).await.0,
+        200,
+        "what was pulled before stays"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_restarted_mid_replication_resumes() {
+    let a = Hub::start("desktop");
+    let mut b = Hub::start("tablet");
+    pair(&a, &b, false);
+    put(&a, "/big", json!({})).await;
+    let owner = a.owner();
+    for batch in 0..6 {
+        let docs: Vec<Value> = (batch * 1000..(batch + 1) * 1000)
+            .map(|i| json!({"_id": format!("d{i:05}"), "i": i, "pad": "x".repeat(200)}))
+            .collect();
+        let (status, _) = a
+            .request(
+                Some(&owner),
+                "POST",
+                "/big/_bulk_docs",
+                Some(&json!({"docs": docs})),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    // Kill the tablet while it is part way through.
+    let partial = eventually(60, "the tablet has some of the documents", || async {
+        let n = get(&b, "/big").await.1["doc_count"].as_u64().unwrap_or(0);
+        (n > 0).then_some(n)
+    })
+    .await;
+    b.kill();
+    b.start_again();
+    eventually(90, "the tablet has all 6000 documents", || async {
+        (get(&b, "/big").await.1["doc_count"].as_u64() == Some(6000)).then_some(())
+    })
+    .await;
+    // The pull after the restart started from its checkpoint: it wrote fewer than all documents
+    // (the push side of the tablet has nothing to send).
+    let (_, status) = get(&b, "/_hub/api/status").await;
+    let pull = status["replication"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["db"] == "big" && r["direction"] == "pull")
+        .cloned()
+        .unwrap();
+    let written = pull["docs_written"].as_u64().unwrap();
+    assert!(
+        partial < 6000 || written < 6000,
+        "restart resumed: {partial} before the kill, {written} after"
+    );
+    assert!(
+        written <= 6000 - partial.min(6000) + 600,
+        "resumed from a checkpoint, not from zero: {written} written after restart, {partial} before"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_see_nothing_and_a_wrong_pin_fails() {
+    let a = Hub::start("house");
+    put(&a, "/diary", json!({})).await;
+    put(&a, "/diary/today", json!({"text": "private"})).await;
+    let nobody = stranger();
+    let (status, dbs) = a.request(Some(&nobody), "GET", "/_all_dbs", None).await;
+    assert_eq!((status, dbs), (200, json!([])));
+    for (method, path) in [
+        ("GET", "/diary"),
+        ("GET", "/diary/today"),
+        ("GET", "/diary/_all_docs"),
+        ("GET", "/diary/_changes"),
+        ("PUT", "/diary/x"),
+        ("PUT", "/newdb"),
+        ("GET", "/hub-policy/_all_docs"),
+    ] {
+        let body = (method == "PUT").then(|| json!({}));
+        let (status, reply) = a.request(Some(&nobody), method, path, body.as_ref()).await;
+        assert_eq!(status, 403, "{method} {path}: {reply}");
+        assert_eq!(reply["error"], "forbidden");
+        let (status, reply) = a.request(None, method, path, body.as_ref()).await;
+        assert_eq!(status, 401, "anonymous {method} {path}: {reply}");
+        assert_eq!(reply["error"], "unauthorized");
+    }
+    // The status page: a login prompt, nothing of the hub's.
+    let (status, _) = a
+        .request(Some(&nobody), "GET", "/_hub/api/status", None)
+        .await;
+    assert_eq!(status, 403);
+    // A client pinned to another key refuses the hub in the handshake.
+    let wrong = stranger().key_id();
+    let err = request_pinned(a.port, wrong, Some(&a.owner()), "GET", "/", None)
+        .await
+        .unwrap_err();
+    assert!(err.contains("does not match the pinned key"), "{err}");
+    // The card is public and names the hub.
+    let (status, card) = a.request(None, "GET", "/_hub/card", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(card["key_id"], a.key_id.to_string());
+    assert_eq!(card["name"], "house");
+}
