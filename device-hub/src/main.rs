@@ -270,13 +270,19 @@ async fn serve(layout: Layout, listen: Option<SocketAddr>) -> Result<()> {
         .await
         .with_context(|| format!("listening on {}", hub.config.listen))?;
     let tls = tls::server_config(&hub.device, &hub.browser)?;
+    // One stop signal for everything: on SIGINT/SIGTERM the replication manager cancels its
+    // replications and open `_changes` feeds end, so the listener's drain has only short
+    // requests left to finish.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let couch = couch_sync::server::router(
         hub.store.clone(),
-        couch_sync::server::ServerConfig::default(),
+        couch_sync::server::ServerConfig {
+            shutdown: Some(stop_rx.clone()),
+            ..couch_sync::server::ServerConfig::default()
+        },
         Arc::new(authz::HubAuth::new(hub.clone())),
     );
     let app = api::router(hub.clone()).fallback_service(couch);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Policy changes (local or replicated from my other devices) take effect at once.
     let watcher = {
         let hub = hub.clone();
@@ -307,8 +313,17 @@ async fn serve(layout: Layout, listen: Option<SocketAddr>) -> Result<()> {
         hub.key_id()
     );
     let _ = std::io::stdout().flush();
-    listener::serve(listener, tls, app, shutdown_signal()).await?;
-    stop_tx.send_replace(true);
+    let stopping = {
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    };
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop_tx.send_replace(true);
+    });
+    listener::serve(listener, tls, app, stopping).await?;
     let _ = manager.await;
     let _ = watcher.await;
     tracing::info!("stopped");

@@ -158,8 +158,12 @@ pub(super) async fn handle(
                 let mut q2 = query.clone();
                 q2.since = page.last_seq;
                 let deadline = tokio::time::Instant::now() + wait;
+                let mut closing = ctx.app.shutdown();
                 loop {
-                    let changed = tokio::time::timeout_at(deadline, rx.changed()).await;
+                    let changed = tokio::select! {
+                        r = tokio::time::timeout_at(deadline, rx.changed()) => r,
+                        () = closing(), if true => break,
+                    };
                     if !matches!(changed, Ok(Ok(()))) || db.is_deleted() {
                         break;
                     }
@@ -183,7 +187,10 @@ pub(super) async fn handle(
             ))
         }
         Feed::Continuous | Feed::EventSource => {
-            Ok(stream_feed(db, query, doc_filter, feed, heartbeat, timeout))
+            let closing = ctx.app.shutdown();
+            Ok(stream_feed(
+                db, query, doc_filter, feed, heartbeat, timeout, closing,
+            ))
         }
     }
 }
@@ -204,6 +211,9 @@ fn stream_feed(
     feed: Feed,
     heartbeat: Option<Duration>,
     timeout: Option<Duration>,
+    mut closing: impl FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+    + Send
+    + 'static,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<std::result::Result<Bytes, std::io::Error>>(16);
     let content_type = if feed == Feed::EventSource {
@@ -280,7 +290,11 @@ fn stream_feed(
                     Some(d) if d < next_tick => d,
                     _ => next_tick,
                 };
-                match tokio::time::timeout_at(wake, rx.changed()).await {
+                let woke = tokio::select! {
+                    r = tokio::time::timeout_at(wake, rx.changed()) => r,
+                    () = closing() => break 'feed,
+                };
+                match woke {
                     Ok(Ok(())) => {
                         if db.is_deleted() {
                             break 'feed;

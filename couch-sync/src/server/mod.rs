@@ -52,6 +52,9 @@ pub struct ServerConfig {
     pub max_rows: u64,
     /// The server uuid reported by `GET /` (default: the store's persistent uuid).
     pub uuid: Option<String>,
+    /// When this turns `true` the server is shutting down: `longpoll` and `continuous` feeds end
+    /// at once (with what they have), so a graceful stop does not wait out their timeouts.
+    pub shutdown: Option<tokio::sync::watch::Receiver<bool>>,
     /// How `POST /_replicate` reaches remote URLs (plain TCP by default; the embedding program
     /// supplies TLS).
     #[cfg(feature = "client")]
@@ -66,6 +69,7 @@ impl Default for ServerConfig {
             max_attachment_bytes: 1024 * 1024 * 1024,
             max_rows: 100_000,
             uuid: None,
+            shutdown: None,
             #[cfg(feature = "client")]
             connector: Arc::new(crate::replicate::TcpConnector),
         }
@@ -179,6 +183,28 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_rows", &self.max_rows)
             .field("uuid", &self.uuid)
             .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// A factory of futures that complete when the server shuts down (never, without a
+    /// shutdown signal configured).
+    pub(crate) fn shutdown(
+        &self,
+    ) -> impl FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + 'static
+    {
+        let rx = self.config.shutdown.clone();
+        move || {
+            let mut rx = rx.clone();
+            Box::pin(async move {
+                match &mut rx {
+                    Some(rx) => {
+                        let _ = rx.wait_for(|closing| *closing).await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            })
+        }
     }
 }
 
