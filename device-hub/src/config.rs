@@ -73,11 +73,15 @@ impl Default for Config {
     }
 }
 
-/// The default data directory: `$XDG_DATA_HOME/thali-hub` (`~/.local/share/thali-hub`).
+/// The default data directory: `$XDG_DATA_HOME/thali-hub`, else `~/.local/share/thali-hub`
+/// (the XDG base directory rule), else `./thali-hub`.
 pub fn default_data_dir() -> PathBuf {
-    dirs::data_dir()
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join("thali-hub")
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("thali-hub")
 }
 
 /// Paths inside a data directory.

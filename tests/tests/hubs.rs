@@ -126,6 +126,13 @@ async fn a_friend_pulls_only_what_it_was_granted_until_revoked() {
     put(&a, "/shared", json!({})).await;
     put(&a, "/private", json!({})).await;
     put(&a, "/shared/s1", json!({"n": 1})).await;
+    // A document only alice's own devices may read, inside the database carol may read.
+    put(
+        &a,
+        "/shared/mine-only",
+        json!({"n": 0, "thali_readers": ["group:me"]}),
+    )
+    .await;
     put(&a, "/private/p1", json!({"secret": true})).await;
     a.cli_ok(&["grant", "shared", &format!("key:{}", c.key_id), "read"]);
     let local = format!("from-{}-shared", &a.key_id.to_string()[..8]);
@@ -133,6 +140,11 @@ async fn a_friend_pulls_only_what_it_was_granted_until_revoked() {
         (get(&c, &format!("/{local}/s1")).await.0 == 200).then_some(())
     })
     .await;
+    assert_eq!(
+        get(&c, &format!("/{local}/mine-only")).await.0,
+        404,
+        "a per-document reader list was ignored"
+    );
     // Nothing else came across, and nothing goes back: carol's hub never pushes to friends.
     let (_, dbs) = get(&c, "/_all_dbs").await;
     let dbs: Vec<&str> = dbs
@@ -151,6 +163,16 @@ async fn a_friend_pulls_only_what_it_was_granted_until_revoked() {
         a.request(Some(&carol), "GET", "/private/p1", None).await.0,
         403
     );
+    assert_eq!(
+        a.request(Some(&carol), "GET", "/shared/mine-only", None)
+            .await
+            .0,
+        404
+    );
+    let (_, listed) = a
+        .request(Some(&carol), "GET", "/shared/_all_docs", None)
+        .await;
+    assert_eq!(listed["rows"].as_array().unwrap().len(), 1, "{listed}");
     assert_eq!(
         a.request(Some(&carol), "PUT", "/shared/hack", Some(&json!({})))
             .await
@@ -293,4 +315,53 @@ async fn strangers_see_nothing_and_a_wrong_pin_fails() {
     assert_eq!(status, 200);
     assert_eq!(card["key_id"], a.key_id.to_string());
     assert_eq!(card["name"], "house");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_refuses_writes_and_keeps_what_is_stored() {
+    let mut a = Hub::start("small");
+    a.stop();
+    let config = a.dir.path().join("hub.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\n[quotas]\nlimited = 20000\n")).unwrap();
+    a.start_again();
+    put(&a, "/limited", json!({})).await;
+    let owner = a.owner();
+    let mut stored = Vec::new();
+    let refusal = loop {
+        let id = format!("d{}", stored.len());
+        let (status, reply) = a
+            .request(
+                Some(&owner),
+                "PUT",
+                &format!("/limited/{id}"),
+                Some(&json!({"pad": "p".repeat(1000)})),
+            )
+            .await;
+        if status != 201 {
+            break (status, reply);
+        }
+        stored.push(id);
+        assert!(stored.len() < 100, "the quota never applied");
+    };
+    assert_eq!(refusal.0, 403, "{}", refusal.1);
+    assert_eq!(refusal.1["error"], "forbidden");
+    assert!(
+        refusal.1["reason"].as_str().unwrap().contains("quota"),
+        "{}",
+        refusal.1
+    );
+    assert!(!stored.is_empty());
+    for id in &stored {
+        assert_eq!(get(&a, &format!("/limited/{id}")).await.0, 200, "{id} lost");
+    }
+    // Compaction still runs, and reads still work.
+    let (status, _) = a
+        .request(Some(&owner), "POST", "/_hub/api/compact/limited", None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        get(&a, "/limited").await.1["doc_count"].as_u64(),
+        Some(stored.len() as u64)
+    );
 }
