@@ -521,7 +521,13 @@ async fn replicate(State(hub): State<Arc<Hub>>, parts: Parts, body: Body) -> Api
                         }
                     }
                 };
-                let (result, ()) = tokio::join!(rep.run(), forward);
+                // The events end when the replication (which holds their sender) is dropped.
+                let replication = async move {
+                    let result = rep.run().await;
+                    drop(rep);
+                    result
+                };
+                let (result, ()) = tokio::join!(replication, forward);
                 anyhow::Ok(result?)
             };
             match run.await {

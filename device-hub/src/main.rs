@@ -562,12 +562,16 @@ fn print_status(s: &Value) {
     }
     for r in s["replication"].as_array().into_iter().flatten() {
         println!(
-            "sync   {:<20} {:<5} {:<9} written {:<6} pending {:<6} {}",
+            "sync   {:<20} {:<5} {:<9} written {:<6} pending {:<6} last sync {:<14} {}",
             r["db"].as_str().unwrap_or(""),
             r["direction"].as_str().unwrap_or(""),
             r["state"].as_str().unwrap_or(""),
             r["docs_written"],
             r["pending"],
+            r["last_sync"]
+                .as_u64()
+                .map(|ms| format!("{}s ago", hub::now_millis().saturating_sub(ms) / 1000))
+                .unwrap_or_else(|| "never".into()),
             r["last_error"].as_str().unwrap_or("")
         );
     }

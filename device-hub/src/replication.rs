@@ -74,6 +74,8 @@ pub struct Row {
     pub pending: Option<u64>,
     /// The last error.
     pub last_error: Option<String>,
+    /// When the last batch was checkpointed (ms since the epoch).
+    pub last_sync: Option<u64>,
     /// When it last stopped (ms), and why.
     pub stopped: Option<(u64, String)>,
 }
@@ -111,6 +113,7 @@ impl Manager {
                     docs_written: p.docs_written,
                     pending: p.pending,
                     last_error: p.last_error,
+                    last_sync: p.last_checkpoint_at,
                     stopped,
                 }
             })

@@ -70,6 +70,12 @@ async function confirmPairing(code) {
   try { await api('/_hub/api/pair/confirm', {code}); location.reload(); }
   catch (e) { alert(e.message); }
 }
+addEventListener('DOMContentLoaded', () => {
+  for (const td of document.querySelectorAll('td.when[data-ms]')) {
+    const ms = Number(td.dataset.ms);
+    if (ms) td.textContent = new Date(ms).toLocaleString();
+  }
+});
 async function compact(db) {
   try { await api('/_hub/api/compact/' + encodeURIComponent(db)); location.reload(); }
   catch (e) { alert(e.message); }
@@ -155,16 +161,18 @@ fn render(hub: &Hub) -> anyhow::Result<String> {
             s(&p["key_id"])
         ));
     }
-    html.push_str("</table><h2>Replication</h2><table id=replication><tr><th>Peer</th><th>Database</th><th>Direction</th><th>State</th><th>Written</th><th>Pending</th><th>Last error</th></tr>");
+    html.push_str("</table><h2>Replication</h2><table id=replication><tr><th>Peer</th><th>Database</th><th>Direction</th><th>State</th><th>Written</th><th>Pending</th><th>Last sync</th><th>Last error</th></tr>");
     for r in status["replication"].as_array().into_iter().flatten() {
         html.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=err>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=when data-ms=\"{}\">{}</td><td class=err>{}</td></tr>",
             s(&r["name"]),
             s(&r["db"]),
             s(&r["direction"]),
             s(&r["state"]),
             s(&r["docs_written"]),
             s(&r["pending"]),
+            s(&r["last_sync"]),
+            if r["last_sync"].is_null() { "—" } else { "" },
             s(&r["last_error"])
         ));
     }

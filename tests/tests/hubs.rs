@@ -107,6 +107,22 @@ async fn two_hubs_pair_and_converge_after_editing_apart() {
         Some(1),
         "{shared}"
     );
+    // A one-shot sync from the CLI reports success; the status shows when each side last synced.
+    let out = a.cli_ok(&["replicate", &b.key_id.to_string(), "notes"]);
+    assert!(out.contains("in sync with"), "{out}");
+    // The status shows, per peer and database, when it last synced (retries back off, so allow
+    // the laptop's continuous replications a moment after the restart).
+    eventually(
+        60,
+        "the laptop's status shows a recent sync of notes",
+        || async {
+            let text = a.cli_ok(&["status"]);
+            text.lines()
+                .any(|l| l.contains("notes") && l.contains("s ago"))
+                .then_some(())
+        },
+    )
+    .await;
     // Pairing put each in the other's `me` group: the policy says so on both.
     let (_, status) = get(&a, "/_hub/api/status").await;
     assert!(

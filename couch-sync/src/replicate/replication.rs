@@ -114,6 +114,9 @@ pub struct Progress {
     pub last_error: Option<String>,
     /// Consecutive failed attempts.
     pub retries: u32,
+    /// When the last checkpoint was written (milliseconds since the epoch, on the replication's
+    /// clock).
+    pub last_checkpoint_at: Option<u64>,
 }
 
 /// What happens during a replication, for whoever listens.
@@ -226,6 +229,7 @@ impl Replication {
                 checkpointed_source_seq: json!(0),
                 last_error: None,
                 retries: 0,
+                last_checkpoint_at: None,
             })),
             source,
             target,
@@ -531,6 +535,7 @@ impl Replication {
                 .await?;
             // A successful batch resets the backoff.
             *attempt = 0;
+            let now = self.clock.now_millis();
             let progress = self.update(|p| {
                 p.missing_checked += checked;
                 p.missing_found += found;
@@ -540,6 +545,7 @@ impl Replication {
                 p.pending = batch.pending;
                 p.checkpointed_source_seq = since.clone();
                 p.retries = 0;
+                p.last_checkpoint_at = Some(now);
                 if let Some((id, e)) = failures.first() {
                     p.last_error = Some(format!("{id}: {e}"));
                 }
