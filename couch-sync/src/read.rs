@@ -271,6 +271,21 @@ pub struct RevsDiff {
     pub possible_ancestors: Vec<RevId>,
 }
 
+impl GetOptions {
+    /// Options for documents included in a listing (`include_docs`).
+    fn included(conflicts: bool, attachments: bool) -> GetOptions {
+        GetOptions {
+            conflicts,
+            attachments: if attachments {
+                AttachmentMode::Inline
+            } else {
+                AttachmentMode::Stubs
+            },
+            ..GetOptions::default()
+        }
+    }
+}
+
 impl Reader {
     pub(crate) fn doc_record(&self, id: &str) -> Result<Option<DocRecord>> {
         match self.docs.get(id)? {
@@ -629,15 +644,7 @@ impl Database {
     pub fn all_docs(&self, q: &AllDocsQuery, filter: Option<&dyn DocFilter>) -> Result<AllDocs> {
         self.read(|r| {
             let total_rows = r.meta.doc_count;
-            let opts = GetOptions {
-                conflicts: q.conflicts,
-                attachments: if q.attachments {
-                    AttachmentMode::Inline
-                } else {
-                    AttachmentMode::Stubs
-                },
-                ..GetOptions::default()
-            };
+            let opts = GetOptions::included(q.conflicts, q.attachments);
             let mut rows = Vec::new();
             let limit = q.limit.unwrap_or(u64::MAX);
             if let Some(keys) = &q.keys {
@@ -827,15 +834,7 @@ impl Database {
     pub fn changes(&self, q: &ChangesQuery, filter: Option<&dyn DocFilter>) -> Result<Changes> {
         self.read(|r| {
             let limit = q.limit.unwrap_or(u64::MAX).max(1);
-            let opts = GetOptions {
-                conflicts: q.conflicts,
-                attachments: if q.attachments {
-                    AttachmentMode::Inline
-                } else {
-                    AttachmentMode::Stubs
-                },
-                ..GetOptions::default()
-            };
+            let opts = GetOptions::included(q.conflicts, q.attachments);
             let needs_body = q.include_docs
                 || filter.is_some()
                 || matches!(q.filter, ChangesFilter::Selector(_));

@@ -55,22 +55,30 @@ process.on('exit', () => {
   }
 });
 
-/** The couch-sync binary from `SERVE_BIN`, or a clear error. */
-export function serveBin() {
-  const bin = process.env.SERVE_BIN;
+/**
+ * The executable named by environment variable `name`, or a clear error saying how to build it
+ * (`hint`).
+ */
+export function binFromEnv(name, hint) {
+  const bin = process.env[name];
   if (!bin) {
-    throw new Error(
-      'SERVE_BIN is not set: build the server with ' +
-        '`cargo build -p couch-sync --example serve` and run ' +
-        '`SERVE_BIN=target/debug/examples/serve node --test interop/` (from the workspace root)',
-    );
+    throw new Error(`${name} is not set: ${hint}`);
   }
   try {
     fs.accessSync(bin, fs.constants.X_OK);
   } catch {
-    throw new Error(`SERVE_BIN=${bin} does not exist or is not executable`);
+    throw new Error(`${name}=${bin} does not exist or is not executable`);
   }
   return path.resolve(bin);
+}
+
+/** The couch-sync binary from `SERVE_BIN`, or a clear error. */
+export function serveBin() {
+  return binFromEnv(
+    'SERVE_BIN',
+    'build the server with `cargo build -p couch-sync --example serve` and run ' +
+      '`SERVE_BIN=target/debug/examples/serve node --test interop/` (from the workspace root)',
+  );
 }
 
 /** A port that was free a moment ago on 127.0.0.1. */

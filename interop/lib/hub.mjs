@@ -17,7 +17,9 @@ import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 
-import { PouchDB } from './harness.mjs';
+import { PouchDB, binFromEnv, freePort, tempDir } from './harness.mjs';
+
+export { freePort, tempDir };
 
 export { PouchDB };
 
@@ -52,35 +54,12 @@ function tail(text, n = 2000) {
 
 /** The device-hub binary from `HUB_BIN`, or a clear error. */
 export function hubBin() {
-  const bin = process.env.HUB_BIN;
-  if (!bin) {
-    throw new Error(
-      'HUB_BIN is not set: build the hub with `cargo build -p device-hub` and run ' +
-        '`HUB_BIN=target/debug/device-hub node --test interop/hub-pouchdb.test.mjs ' +
-        'interop/status-page.test.mjs` (from the workspace root)',
-    );
-  }
-  try {
-    fs.accessSync(bin, fs.constants.X_OK);
-  } catch {
-    throw new Error(`HUB_BIN=${bin} does not exist or is not executable`);
-  }
-  return path.resolve(bin);
-}
-
-/** A port that was free a moment ago on 127.0.0.1. */
-export async function freePort() {
-  const server = net.createServer();
-  server.listen(0, HOST);
-  await once(server, 'listening');
-  const { port } = server.address();
-  server.close();
-  await once(server, 'close');
-  return port;
-}
-
-export async function tempDir(prefix) {
-  return fsp.mkdtemp(path.join(os.tmpdir(), prefix));
+  return binFromEnv(
+    'HUB_BIN',
+    'build the hub with `cargo build -p device-hub` and run ' +
+      '`HUB_BIN=target/debug/device-hub node --test interop/hub-pouchdb.test.mjs ' +
+      'interop/status-page.test.mjs` (from the workspace root)',
+  );
 }
 
 /** Removes a directory, retrying while a dying process may still be closing files in it. */

@@ -198,6 +198,21 @@ impl std::fmt::Debug for Replication {
     }
 }
 
+/// One session's identity, starting point, counters and the checkpoint documents as last
+/// written on each side.
+struct Session {
+    id: String,
+    start_time: u64,
+    start_seq: Value,
+    source_doc: Option<Value>,
+    target_doc: Option<Value>,
+    missing_checked: u64,
+    missing_found: u64,
+    docs_read: u64,
+    docs_written: u64,
+    doc_write_failures: u64,
+}
+
 /// Revisions fetched (and then written) per request.
 const FETCH_GROUP: usize = 100;
 
@@ -389,10 +404,19 @@ impl Replication {
                 return Err(permanent("target database", e));
             }
         }
-        let session_id = random_hex();
-        let start_time = self.clock.now_millis();
-        let (mut since, mut source_ckpt, mut target_ckpt) = self.find_checkpoint().await?;
-        let start_seq = since.clone();
+        let (mut since, source_doc, target_doc) = self.find_checkpoint().await?;
+        let mut session = Session {
+            id: random_hex(),
+            start_time: self.clock.now_millis(),
+            start_seq: since.clone(),
+            source_doc,
+            target_doc,
+            missing_checked: 0,
+            missing_found: 0,
+            docs_read: 0,
+            docs_written: 0,
+            doc_write_failures: 0,
+        };
         self.emit(Event::Started {
             since: since.clone(),
         });
@@ -401,11 +425,6 @@ impl Replication {
             selector: self.options.selector.clone(),
         };
         let mut caught_up = false;
-        let mut session_docs_read = 0u64;
-        let mut session_docs_written = 0u64;
-        let mut session_failures = 0u64;
-        let mut session_checked = 0u64;
-        let mut session_found = 0u64;
         let mut history_entry = Value::Null;
         loop {
             if self.cancelled() {
@@ -430,24 +449,8 @@ impl Replication {
                     since = batch.last_seq.clone();
                 }
                 if !self.options.continuous {
-                    if moved || history_entry.is_null() && start_seq != since {
-                        history_entry = self
-                            .checkpoint(
-                                &session_id,
-                                start_time,
-                                &start_seq,
-                                &since,
-                                &mut source_ckpt,
-                                &mut target_ckpt,
-                                [
-                                    session_checked,
-                                    session_found,
-                                    session_docs_read,
-                                    session_docs_written,
-                                    session_failures,
-                                ],
-                            )
-                            .await?;
+                    if moved || history_entry.is_null() && session.start_seq != since {
+                        history_entry = self.checkpoint(&mut session, &since).await?;
                     }
                     break;
                 }
@@ -510,29 +513,13 @@ impl Replication {
                 fetched = next_docs?;
             }
             let failed = failures.len() as u64;
-            session_checked += checked;
-            session_found += found;
-            session_docs_read += read;
-            session_docs_written += read - failed.min(read);
-            session_failures += failed;
+            session.missing_checked += checked;
+            session.missing_found += found;
+            session.docs_read += read;
+            session.docs_written += read - failed.min(read);
+            session.doc_write_failures += failed;
             since = batch.last_seq.clone();
-            history_entry = self
-                .checkpoint(
-                    &session_id,
-                    start_time,
-                    &start_seq,
-                    &since,
-                    &mut source_ckpt,
-                    &mut target_ckpt,
-                    [
-                        session_checked,
-                        session_found,
-                        session_docs_read,
-                        session_docs_written,
-                        session_failures,
-                    ],
-                )
-                .await?;
+            history_entry = self.checkpoint(&mut session, &since).await?;
             // A successful batch resets the backoff.
             *attempt = 0;
             let now = self.clock.now_millis();
@@ -554,7 +541,7 @@ impl Replication {
         }
         let progress = self.progress();
         Ok(ReplicationResult {
-            session_id,
+            session_id: session.id,
             source_last_seq: since,
             replication_id: self.id.clone(),
             no_changes: history_entry.is_null(),
@@ -578,36 +565,22 @@ impl Replication {
         Ok((since, source, target))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn checkpoint(
-        &self,
-        session_id: &str,
-        start_time: u64,
-        start_seq: &Value,
-        seq: &Value,
-        source_doc: &mut Option<Value>,
-        target_doc: &mut Option<Value>,
-        counts: [u64; 5],
-    ) -> Result<Value> {
-        let [
-            missing_checked,
-            missing_found,
-            docs_read,
-            docs_written,
-            doc_write_failures,
-        ] = counts;
+    /// Records `seq` in the checkpoint documents of both sides (the target must take it; the
+    /// source may refuse, as a read-only peer does) and returns this session's history entry.
+    async fn checkpoint(&self, session: &mut Session, seq: &Value) -> Result<Value> {
+        let session_id = session.id.as_str();
         let entry = json!({
             "session_id": session_id,
-            "start_time": start_time.to_string(),
+            "start_time": session.start_time.to_string(),
             "end_time": self.clock.now_millis().to_string(),
-            "start_last_seq": start_seq,
+            "start_last_seq": session.start_seq,
             "end_last_seq": seq,
             "recorded_seq": seq,
-            "missing_checked": missing_checked,
-            "missing_found": missing_found,
-            "docs_read": docs_read,
-            "docs_written": docs_written,
-            "doc_write_failures": doc_write_failures,
+            "missing_checked": session.missing_checked,
+            "missing_found": session.missing_found,
+            "docs_read": session.docs_read,
+            "docs_written": session.docs_written,
+            "doc_write_failures": session.doc_write_failures,
         });
         let build = |previous: &Option<Value>| -> Map<String, Value> {
             let mut history: Vec<Value> = previous
@@ -629,20 +602,19 @@ impl Replication {
             doc.insert("history".into(), Value::Array(history));
             doc
         };
-        // The target must record it; the source is asked too, but may refuse (read-only peers).
         // Both sides at once; the answer's revision is all the next write needs (no re-read).
-        let mut target = build(target_doc);
-        let mut source = build(source_doc);
+        let mut target = build(&session.target_doc);
+        let mut source = build(&session.source_doc);
         let (target_rev, source_rev) = tokio::join!(
             self.target.put_local(&self.id, target.clone()),
             self.source.put_local(&self.id, source.clone())
         );
         target.insert("_rev".into(), target_rev?);
-        *target_doc = Some(Value::Object(target));
+        session.target_doc = Some(Value::Object(target));
         match source_rev {
             Ok(rev) => {
                 source.insert("_rev".into(), rev);
-                *source_doc = Some(Value::Object(source));
+                session.source_doc = Some(Value::Object(source));
             }
             Err(e) if e.kind() == ErrorKind::Transient => return Err(e),
             // The source may refuse (a read-only peer): the target's checkpoint suffices.
