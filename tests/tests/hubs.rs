@@ -326,6 +326,34 @@ async fn strangers_see_nothing_and_a_wrong_pin_fails() {
         .await
         .unwrap_err();
     assert!(err.contains("does not match the pinned key"), "{err}");
+    // An app that brings its own certificate is registered and gets exactly its grant.
+    let app = stranger();
+    let pem = a.dir.path().join("own-app.cert.pem");
+    std::fs::write(&pem, app.cert_pem()).unwrap();
+    a.cli_ok(&[
+        "app",
+        "add",
+        "bring-your-own",
+        "--cert",
+        pem.to_str().unwrap(),
+        "--grant",
+        "diary:read",
+    ]);
+    let (status, doc) = a.request(Some(&app), "GET", "/diary/today", None).await;
+    assert_eq!((status, doc["text"].as_str()), (200, Some("private")));
+    assert_eq!(
+        a.request(Some(&app), "PUT", "/diary/x", Some(&json!({})))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        a.request(Some(&nobody), "GET", "/diary/today", None)
+            .await
+            .0,
+        403,
+        "still nothing for strangers"
+    );
     // The card is public and names the hub.
     let (status, card) = a.request(None, "GET", "/_hub/card", None).await;
     assert_eq!(status, 200);
