@@ -1,6 +1,6 @@
 //! TLS for the hub: the listener's config (the device's Ed25519 certificate, or its P-256 one for
 //! clients that cannot verify Ed25519 — web browsers — chosen per connection), and the
-//! [`Connector`](couch_sync::replicate::Connector) through which replication and the CLI reach a
+//! [`couch_sync::replicate::Connector`] through which replication and the CLI reach a
 //! hub: mutual TLS pinned to the peer's key id.
 
 use std::sync::Arc;
