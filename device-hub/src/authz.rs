@@ -176,9 +176,11 @@ impl Authorize for HubAuth {
             Operation::WriteDesign { db } => self
                 .decide(who, Action::CreateView, db)
                 .and_then(|()| self.under_quota(db)),
+            // Readers write their replication checkpoints; quotas apply to those too.
             Operation::WriteLocal { db } => self
                 .decide(who, Action::Read, db)
-                .or_else(|_| self.decide(who, Action::Write, db)),
+                .or_else(|_| self.decide(who, Action::Write, db))
+                .and_then(|()| self.under_quota(db)),
             Operation::Replicate { .. } | Operation::ActiveTasks if owner => Ok(()),
             _ if owner => Ok(()),
             _ => Err(match who {
