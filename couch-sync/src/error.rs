@@ -93,10 +93,21 @@ impl Error {
         couch!(400, "bad_request", reason)
     }
 
-    /// 400 `bad_request` for a malformed revision.
+    /// 400 `bad_request` for a malformed revision, as CouchDB words it (`rev` is for logs only:
+    /// CouchDB does not echo it).
     pub fn bad_rev(rev: impl AsRef<str>) -> Error {
-        let shown: String = rev.as_ref().chars().take(80).collect();
-        Error::bad_request(format!("Invalid rev format: {shown:?}"))
+        let _ = rev;
+        Error::bad_request("Invalid rev format")
+    }
+
+    /// 400 `illegal_docid`.
+    pub fn illegal_docid(reason: impl Into<Cow<'static, str>>) -> Error {
+        couch!(400, "illegal_docid", reason)
+    }
+
+    /// 409 `not_found`/`missing_rev`: a revision named for an update that the document never had.
+    pub fn missing_rev() -> Error {
+        couch!(409, "not_found", "missing_rev")
     }
 
     /// 400 `query_parse_error`.

@@ -48,7 +48,8 @@ pub enum AttachmentMode {
     Stubs,
     /// Content inline as base64 `data`.
     Inline,
-    /// `"follows": true`: content will follow in multipart parts, in `_attachments` order.
+    /// `"follows": true`: content will follow in multipart parts, in `_attachments` order, as
+    /// stored (a gzip-stored attachment shows `encoding`/`encoded_length` and follows as gzip).
     Follows,
 }
 
@@ -198,6 +199,8 @@ pub enum ChangesFilter {
     DocIds(HashSet<String>),
     /// Only documents whose winning revision matches (`filter=_selector`).
     Selector(crate::mango::Selector),
+    /// Only design documents (`filter=_design`).
+    Design,
 }
 
 /// `_changes` options.
@@ -352,7 +355,9 @@ impl Reader {
             let mut atts = Map::new();
             for a in &stored.attachments {
                 let att = AttachmentRef::from_record(a)?;
-                let wants_content = a.revpos > since_pos;
+                // Without `atts_since` every attachment has content, even one with `revpos` 0
+                // (replicated without one), as in CouchDB, where only `atts_since` makes stubs.
+                let wants_content = opts.atts_since.is_empty() || a.revpos > since_pos;
                 let mut entry = Map::new();
                 entry.insert("content_type".into(), json!(a.content_type));
                 entry.insert("revpos".into(), json!(a.revpos));
@@ -372,7 +377,9 @@ impl Reader {
                         entry.insert("stub".into(), Value::Bool(true));
                     }
                 }
-                if opts.att_encoding_info && a.gzip && opts.attachments != AttachmentMode::Follows {
+                // Following content is sent as stored, so its encoding is always shown.
+                let follows_stored = opts.attachments == AttachmentMode::Follows && wants_content;
+                if a.gzip && (opts.att_encoding_info || follows_stored) {
                     entry.insert("encoding".into(), json!("gzip"));
                     entry.insert("encoded_length".into(), json!(a.stored_len));
                 }
@@ -854,10 +861,10 @@ impl Database {
                 }
                 let (seq, id) = entry?;
                 let (seq, id) = (seq.value(), id.value().to_owned());
-                if let ChangesFilter::DocIds(ids) = &q.filter {
-                    if !ids.contains(&id) {
-                        continue;
-                    }
+                match &q.filter {
+                    ChangesFilter::DocIds(ids) if !ids.contains(&id) => continue,
+                    ChangesFilter::Design if !id.starts_with("_design/") => continue,
+                    _ => {}
                 }
                 let Some(rec) = r.doc_record(&id)? else {
                     continue;

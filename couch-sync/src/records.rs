@@ -104,6 +104,15 @@ impl AttRecord {
         }
     }
 
+    /// The 16 bytes of the digest (zeros for a digest that is not `md5-<base64>`).
+    pub(crate) fn md5(&self) -> [u8; 16] {
+        self.digest
+            .strip_prefix("md5-")
+            .and_then(|b64| data_encoding::BASE64.decode(b64.as_bytes()).ok())
+            .and_then(|bytes| <[u8; 16]>::try_from(bytes).ok())
+            .unwrap_or([0; 16])
+    }
+
     pub(crate) fn key_bytes(&self) -> Result<[u8; 32]> {
         let bytes = data_encoding::HEXLOWER
             .decode(self.key.as_bytes())

@@ -378,6 +378,9 @@ pub(crate) struct Writer<'t> {
     pub(crate) meta: Meta,
     pub(crate) clock: &'t dyn crate::clock::Clock,
     pub(crate) node: u64,
+    /// The language of a design document with a `validate_doc_update` function, if any (looked
+    /// up once per transaction, again after a design document changes).
+    pub(crate) validator: Option<Option<String>>,
 }
 
 /// Tables open for reading in one snapshot.
@@ -523,6 +526,7 @@ impl Database {
                 meta,
                 clock: &*self.inner.clock,
                 node: self.inner.node,
+                validator: None,
             };
             let result = f(&mut w)?;
             w.meta.save(&mut meta_table)?;

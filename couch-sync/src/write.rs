@@ -71,12 +71,13 @@ impl Writer<'_> {
     }
 
     /// Turns the update's attachments into records: stubs resolved against `sources` (revisions
-    /// to look in, nearest first), new content stored.
+    /// to look in, nearest first), new content stored. New content of a new edit gets `new_pos`
+    /// as its `revpos`; replicated content keeps the sender's `revpos` (0 if none), as CouchDB.
     fn resolve_attachments(
         &mut self,
         id: &str,
         update: &mut DocUpdate,
-        new_pos: u64,
+        new_pos: Option<u64>,
         sources: &[RevId],
     ) -> Result<Vec<AttRecord>> {
         let Some(inputs) = update.attachments.take() else {
@@ -124,7 +125,7 @@ impl Writer<'_> {
                         content_type: content.content_type.clone(),
                         length: content.length,
                         stored_len: content.stored_len,
-                        revpos: revpos.unwrap_or(new_pos),
+                        revpos: new_pos.unwrap_or(revpos.unwrap_or(0)),
                         digest: content.digest(),
                         gzip: content.encoding == crate::attachment::Encoding::Gzip,
                         key: data_encoding::HEXLOWER.encode(&content.key),
@@ -138,7 +139,16 @@ impl Writer<'_> {
                 }
             }
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
+        // Attachments keep the order the client gave them, as in CouchDB (it is part of the
+        // revision id); a name given twice keeps its last content.
+        let mut seen = HashSet::new();
+        let mut deduped: Vec<AttRecord> = out
+            .into_iter()
+            .rev()
+            .filter(|a| seen.insert(a.name.clone()))
+            .collect();
+        deduped.reverse();
+        let out = deduped;
         Ok(out)
     }
 
@@ -242,13 +252,59 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// The language of a live design document with a `validate_doc_update` member, if any.
+    fn validator_language(&mut self) -> Result<Option<String>> {
+        if let Some(found) = &self.validator {
+            return Ok(found.clone());
+        }
+        let mut ddocs = Vec::new();
+        for entry in self.docs.range::<&str>("_design/".."_design0")? {
+            let (key, value) = entry?;
+            if DocRecord::peek_winner_deleted(value.value()) {
+                continue;
+            }
+            ddocs.push((key.value().to_owned(), DocRecord::decode(value.value())?));
+        }
+        let mut found = None;
+        for (id, rec) in ddocs {
+            let Some(winner) = rec.tree.winner().and_then(|w| rec.tree.node(w)) else {
+                continue;
+            };
+            let Some(stored) = self.load_rev(&id, &winner.rev)? else {
+                continue;
+            };
+            let body: Map<String, Value> = serde_json::from_slice(&stored.body)
+                .map_err(|e| Error::Corrupt(format!("stored body of {id}: {e}")))?;
+            if body.contains_key("validate_doc_update") {
+                let language = body
+                    .get("language")
+                    .and_then(Value::as_str)
+                    .unwrap_or("javascript");
+                found = Some(language.to_owned());
+                break;
+            }
+        }
+        self.validator = Some(found.clone());
+        Ok(found)
+    }
+
     /// Applies one document update. `id` has been checked and is not `_local/`.
+    ///
+    /// A database with a `validate_doc_update` function refuses every write of an ordinary
+    /// document as Apache CouchDB does when it has no query server for the function's language
+    /// (500 `unknown_query_language`): this crate does not run design-document code, and a
+    /// validation that cannot run must not let documents through.
     pub(crate) fn update_doc(
         &mut self,
         id: &str,
         mut update: DocUpdate,
         new_edits: bool,
     ) -> Result<RevId> {
+        if id.starts_with("_design/") {
+            self.validator = None;
+        } else if let Some(language) = self.validator_language()? {
+            return Err(Error::couch(500, "unknown_query_language", language));
+        }
         let existing = self.load_doc(id)?;
         let mut tree = existing
             .as_ref()
@@ -273,16 +329,15 @@ impl Writer<'_> {
             if lww {
                 self.stamp(id, &mut update, parent_rev.as_ref())?;
             }
-            let mut canonical = Vec::with_capacity(256);
-            crate::json::canonical_object(&update.body, &mut canonical);
             let new_pos = parent_rev.as_ref().map_or(1, |r| r.pos() + 1);
             let sources: Vec<RevId> = parent_rev.iter().cloned().collect();
-            let attachments = self.resolve_attachments(id, &mut update, new_pos, &sources)?;
-            let att_keys: Vec<(&str, &str, &str)> = attachments
+            let attachments = self.resolve_attachments(id, &mut update, Some(new_pos), &sources)?;
+            // CouchDB's revision id for this edit: the same edit gets the same id there and here.
+            let att_keys: Vec<(&str, &str, [u8; 16])> = attachments
                 .iter()
-                .map(|a| (a.name.as_str(), a.content_type.as_str(), a.digest.as_str()))
+                .map(|a| (a.name.as_str(), a.content_type.as_str(), a.md5()))
                 .collect();
-            let rev = RevId::compute(parent_rev.as_ref(), update.deleted, &canonical, &att_keys);
+            let rev = RevId::couchdb(parent_rev.as_ref(), update.deleted, &update.body, &att_keys);
             if tree.find(&rev).is_some() {
                 // The identical edit is already there (a retried request): nothing to do.
                 return Ok(rev);
@@ -297,23 +352,19 @@ impl Writer<'_> {
             self.finish_doc(id, existing.as_ref(), tree)?;
             Ok(rev)
         } else {
+            // `_revisions`, when given, names the path (CouchDB ignores `_rev` then).
             let path = match (&update.revisions, &update.rev) {
-                (Some(revisions), rev) => {
-                    let path = revisions.path()?;
-                    if let (Some(rev), Some(first)) = (rev, path.first()) {
-                        if rev != first {
-                            return Err(Error::bad_request("_rev does not match _revisions"));
-                        }
-                    }
-                    path
-                }
-                (None, Some(rev)) => vec![rev.clone()],
-                (None, None) => {
+                (Some(revisions), _) if !revisions.ids.is_empty() => revisions.path()?,
+                (_, Some(rev)) => vec![rev.clone()],
+                _ => {
                     return Err(Error::bad_request(
-                        "new_edits=false needs the revision in _rev or _revisions",
+                        "When `new_edits: false`, the document needs `_rev` or `_revisions` specified",
                     ));
                 }
             };
+            if path.iter().any(|r| r.pos() == 0) {
+                return Err(Error::bad_rev("0-"));
+            }
             let Some(leaf_rev) = path.first().cloned() else {
                 return Err(Error::bad_request("empty _revisions"));
             };
@@ -322,8 +373,7 @@ impl Writer<'_> {
             if tree.find(&leaf_rev).is_some() {
                 return Ok(leaf_rev);
             }
-            let attachments =
-                self.resolve_attachments(id, &mut update, leaf_rev.pos(), &sources)?;
+            let attachments = self.resolve_attachments(id, &mut update, None, &sources)?;
             match tree.merge_path(&path, update.deleted) {
                 Merge::AlreadyPresent => return Ok(leaf_rev),
                 Merge::Added { .. } => {}
@@ -541,11 +591,15 @@ impl Database {
             (None, None) => new_doc_id()?,
         };
         if check_id(&id)? == IdKind::Local {
-            let rev = self.put_local(
-                &id,
-                update.body,
-                update.rev.map(|r| r.to_string()).as_deref(),
-            )?;
+            let rev = self.write(|w| {
+                local_put(
+                    w,
+                    &id,
+                    &update.body,
+                    update.rev.map(|r| r.to_string()).as_deref(),
+                    update.deleted,
+                )
+            })?;
             return Ok((id, rev));
         }
         let rev = self.write(|w| w.update_doc(&id, update, new_edits))?;
@@ -553,6 +607,7 @@ impl Database {
     }
 
     /// `_bulk_docs`: applies every update in one durable transaction; each gets its own result.
+    /// A document without an id gets a new one (also with `new_edits=false`, as CouchDB).
     pub fn bulk_docs(
         &self,
         docs: Vec<Result<DocUpdate>>,
@@ -573,14 +628,7 @@ impl Database {
                 };
                 let id = match update.id.take() {
                     Some(id) => id,
-                    None if new_edits => new_doc_id()?,
-                    None => {
-                        results.push(BulkResult {
-                            id: None,
-                            result: Err(Error::bad_request("Document id is missing")),
-                        });
-                        continue;
-                    }
+                    None => new_doc_id()?,
                 };
                 let result = match check_id(&id) {
                     Ok(IdKind::Local) => local_put(
@@ -588,6 +636,7 @@ impl Database {
                         &id,
                         &update.body,
                         update.rev.map(|r| r.to_string()).as_deref(),
+                        update.deleted,
                     ),
                     Ok(_) => w.update_doc(&id, update, new_edits),
                     Err(e) => Err(e),
@@ -609,7 +658,7 @@ impl Database {
         body: Map<String, Value>,
         rev: Option<&str>,
     ) -> Result<RevId> {
-        self.write(|w| local_put(w, id, &body, rev))
+        self.write(|w| local_put(w, id, &body, rev, false))
     }
 
     /// Deletes a `_local` document (404 if absent). CouchDB answers revision `0-0`.
@@ -638,15 +687,19 @@ impl Database {
         crate::doc::check_attachment_name(name)?;
         self.write(|w| {
             let mut update = base_update(w, id, rev.as_ref())?;
+            // The new attachment first, then the others (CouchDB's order).
             let atts = update.attachments.get_or_insert_with(Vec::new);
             atts.retain(|a| a.name != name);
-            atts.push(crate::doc::AttachmentInput {
-                name: name.to_owned(),
-                kind: AttachmentKind::Data {
-                    content,
-                    revpos: None,
+            atts.insert(
+                0,
+                crate::doc::AttachmentInput {
+                    name: name.to_owned(),
+                    kind: AttachmentKind::Data {
+                        content,
+                        revpos: None,
+                    },
                 },
-            });
+            );
             w.update_doc(id, update, true)
         })
     }
@@ -666,11 +719,14 @@ impl Database {
     }
 }
 
+/// Writes (or, with `deleted`, removes) a `_local` document. CouchDB answers a deletion with
+/// revision `0-0`, whether or not the document existed.
 fn local_put(
     w: &mut Writer<'_>,
     id: &str,
     body: &Map<String, Value>,
     rev: Option<&str>,
+    deleted: bool,
 ) -> Result<RevId> {
     let previous = match rev {
         Some(r) => r
@@ -679,6 +735,13 @@ fn local_put(
             .ok_or_else(|| Error::bad_rev(r))?,
         None => 0,
     };
+    if deleted {
+        let removed = w.local.remove(id)?.map(|o| o.value().len());
+        if let Some(len) = removed {
+            w.account(id.len(), None, Some(len));
+        }
+        return Ok(RevId::local(0));
+    }
     let counter = previous.saturating_add(1);
     let record = local_record(counter, body);
     let old = w
@@ -700,14 +763,18 @@ fn base_update(w: &Writer<'_>, id: &str, rev: Option<&RevId>) -> Result<DocUpdat
             _ => Ok(DocUpdate::default()),
         };
     };
+    // As CouchDB: a revision the document never had (or whose body compaction dropped) is
+    // `missing_rev`; one it has that is not a leaf is a conflict.
     let Some(doc) = existing else {
-        return Err(Error::conflict());
+        return Err(Error::missing_rev());
     };
-    match doc.tree.find(rev) {
-        Some(i) if doc.tree.is_leaf(i) => {}
-        _ => return Err(Error::conflict()),
+    let Some(index) = doc.tree.find(rev) else {
+        return Err(Error::missing_rev());
+    };
+    let record = w.load_rev(id, rev)?.ok_or_else(Error::missing_rev)?;
+    if !doc.tree.is_leaf(index) {
+        return Err(Error::conflict());
     }
-    let record = w.load_rev(id, rev)?.ok_or_else(Error::conflict)?;
     let body: Map<String, Value> = serde_json::from_slice(&record.body)
         .map_err(|e| Error::Corrupt(format!("stored body of {id}: {e}")))?;
     let attachments = record

@@ -135,9 +135,8 @@ fn apply(store_db: &couch_sync::Database, model: &mut Model, op: &Op) {
             };
             match (parent, result) {
                 (Ok(parent), Ok((_, new_rev))) => {
-                    let mut canonical = Vec::new();
-                    couch_sync::json::canonical_object(&body(*value), &mut canonical);
-                    let expected = RevId::compute(parent.as_ref(), *delete, &canonical, &[]);
+                    // CouchDB's revision id for the edit.
+                    let expected = RevId::couchdb(parent.as_ref(), *delete, &body(*value), &[]);
                     assert_eq!(new_rev, expected, "deterministic revision id");
                     let tree = model.docs.entry(id.clone()).or_default();
                     if tree.contains_key(&new_rev) {

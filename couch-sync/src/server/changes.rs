@@ -26,6 +26,39 @@ enum Feed {
     EventSource,
 }
 
+/// The error for a request that needs design document `_design/<ddoc>`'s JavaScript function
+/// `member.name`: CouchDB's `not_found` when the document or the function is missing, else
+/// CouchDB's answer when it has no query server for the document's language.
+pub(super) async fn js_needed(db: &Database, ddoc: &str, member: &str, name: &str) -> Error {
+    let (d, id) = (db.clone(), format!("_design/{ddoc}"));
+    let doc = match blocking(move || d.get(&id, &crate::GetOptions::default())).await {
+        Ok(doc) => doc,
+        Err(e) => return e,
+    };
+    let functions = match doc.json.get(member) {
+        Some(Value::Object(map)) => map,
+        _ => return Error::not_found(format!("missing json key: {member}")),
+    };
+    if !functions.contains_key(name) {
+        let shown: String = name.chars().take(200).collect();
+        return Error::not_found(format!("missing json key: {shown}"));
+    }
+    unknown_language(&doc.json)
+}
+
+/// 500 `unknown_query_language`, as CouchDB answers when no query server runs the design
+/// document's language (`javascript` unless it says otherwise).
+pub(super) fn unknown_language(ddoc: &serde_json::Map<String, Value>) -> Error {
+    let language = ddoc
+        .get("language")
+        .and_then(Value::as_str)
+        .unwrap_or("javascript")
+        .chars()
+        .take(100)
+        .collect::<String>();
+    Error::couch(500, "unknown_query_language", language)
+}
+
 fn change_json(db: &Database, c: Change) -> Value {
     let mut row = json!({
         "seq": db.seq_string(c.seq),
@@ -129,13 +162,38 @@ pub(super) async fn handle(
             .ok_or_else(|| {
                 Error::bad_request("filter=_selector requires a `selector` in the request body")
             })?;
+            if !selector.is_object() {
+                return Err(Error::bad_request("Selector error: expected a JSON object"));
+            }
             ChangesFilter::Selector(crate::mango::Selector::parse(&selector)?)
         }
+        Some("_design") => ChangesFilter::Design,
+        // Filter functions and views are JavaScript. The design document and the function must
+        // exist (CouchDB's errors when they do not); then the answer is CouchDB's when it has no
+        // query server for the language (this crate runs no design-document code).
+        Some("_view") => {
+            let view = match q.get("view") {
+                Some(v) if !v.is_empty() => v,
+                _ => {
+                    return Err(Error::bad_request(
+                        "`view` filter parameter is not provided.",
+                    ));
+                }
+            };
+            let Some((ddoc, name)) = view.split_once('/') else {
+                return Err(Error::bad_request(
+                    "`view` must be of the form `designname/viewname`",
+                ));
+            };
+            return Err(js_needed(&db, ddoc, "views", name).await);
+        }
         Some(other) => {
-            return Err(Error::not_found(format!(
-                "filter {:?} is not supported (only _doc_ids and _selector)",
-                other.chars().take(80).collect::<String>()
-            )));
+            let Some((ddoc, name)) = other.split_once('/') else {
+                return Err(Error::bad_request(
+                    "`filter` must be of the form `designname/filtername`",
+                ));
+            };
+            return Err(js_needed(&db, ddoc, "filters", name).await);
         }
     };
     let query = ChangesQuery {

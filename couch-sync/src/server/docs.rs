@@ -32,11 +32,15 @@ pub(super) async fn route(
         ["_ensure_full_commit"] => ensure_full_commit(ctx, method, db).await,
         ["_compact", ..] => compact(ctx, method, db).await,
         ["_revs_limit"] => revs_limit(ctx, method, db, body).await,
-        ["_local", id @ ..] if !id.is_empty() => {
-            let id = format!("_local/{}", id.join("/"));
-            document(ctx, method, db, &id, body).await
-        }
+        ["_local"] => Err(Error::bad_request("Invalid _local document id.")),
+        ["_local", id] => document(ctx, method, db, &format!("_local/{id}"), body).await,
+        ["_local", ..] => Err(Error::bad_request(
+            "_local documents do not accept attachments.",
+        )),
         ["_design", name] => document(ctx, method, db, &format!("_design/{name}"), body).await,
+        ["_design", name, action, rest @ ..] if action.starts_with('_') => {
+            design_handler(ctx, method, db, name, action, rest, body).await
+        }
         ["_design", name, att @ ..] => {
             attachment(
                 ctx,
@@ -52,6 +56,44 @@ pub(super) async fn route(
         [id, att @ ..] => attachment(ctx, method, db, id, &att.join("/"), body).await,
         [] => Err(Error::not_found("missing")),
     }
+}
+
+/// `/db/_design/D/_action/...`: the design document's handlers. Those that run JavaScript
+/// (`_view`, `_show`, `_list`, `_update`, `_rewrite`) answer as Apache CouchDB does when it has
+/// no query server for the document's language, after CouchDB's checks that the document (and
+/// a named view) exist; any other `_action` is an attachment request, as in CouchDB.
+async fn design_handler(
+    mut ctx: Ctx,
+    method: &Method,
+    db_name: &str,
+    name: &str,
+    action: &str,
+    rest: &[&str],
+    body: Body,
+) -> Result<Response> {
+    let id = format!("_design/{name}");
+    if !matches!(action, "_view" | "_show" | "_list" | "_update" | "_rewrite") {
+        let att = std::iter::once(action)
+            .chain(rest.iter().copied())
+            .collect::<Vec<_>>()
+            .join("/");
+        return attachment(ctx, method, db_name, &id, &att, body).await;
+    }
+    ctx.check(Operation::ReadDb { db: db_name })?;
+    let db = ctx.db(db_name).await?;
+    let d = db.clone();
+    let doc = blocking(move || d.get(&id, &GetOptions::default())).await?;
+    if action == "_view" {
+        let views = doc.json.get("views").and_then(Value::as_object);
+        let found = match rest.first() {
+            Some(view) => views.is_some_and(|v| v.contains_key(*view)),
+            None => false,
+        };
+        if !found {
+            return Err(Error::not_found("missing_named_view"));
+        }
+    }
+    Err(super::changes::unknown_language(&doc.json))
 }
 
 fn parse_opts(ctx: &Ctx) -> ParseOptions<'_> {
@@ -170,7 +212,14 @@ async fn document(
     id: &str,
     body: Body,
 ) -> Result<Response> {
-    let kind = check_id(id)?;
+    let kind = match check_id(id) {
+        Ok(kind) => kind,
+        // Reading an id that cannot exist finds nothing (CouchDB checks ids on writes).
+        Err(_) if matches!(*method, Method::GET | Method::HEAD) => {
+            return Err(Error::not_found("missing"));
+        }
+        Err(e) => return Err(e),
+    };
     match *method {
         Method::GET | Method::HEAD => {
             ctx.check(Operation::ReadDb { db: db_name })?;
@@ -193,8 +242,12 @@ async fn document(
                     OpenRevs::Revs(rev_list(&value)?)
                 };
                 let multipart = wants_multipart(&ctx, "multipart/mixed");
-                if multipart && opts.attachments == AttachmentMode::Inline {
+                if multipart {
+                    // As CouchDB's `send_docs_multipart`: always `attachments, follows,
+                    // att_encoding_info`, whatever `attachments=` says (`atts_since` still
+                    // keeps older attachments as stubs).
                     opts.attachments = AttachmentMode::Follows;
+                    opts.att_encoding_info = true;
                 }
                 let (d, key, o) = (db.clone(), id.to_owned(), opts.clone());
                 let results = blocking(move || d.open_revs(&key, &revs, &o)).await?;
@@ -371,7 +424,7 @@ async fn bulk_docs(mut ctx: Ctx, method: &Method, db_name: &str, body: Body) -> 
             },
         )?;
         let mut kinds = HashSet::new();
-        for doc in docs.iter().flatten() {
+        for doc in &docs {
             match &doc.id {
                 Some(id) => {
                     if let Ok(kind) = check_id(id) {
@@ -387,15 +440,6 @@ async fn bulk_docs(mut ctx: Ctx, method: &Method, db_name: &str, body: Body) -> 
     })
     .await?;
     let (docs, new_edits, kinds) = parsed;
-    if !new_edits {
-        // CouchDB refuses the whole request when a replicated revision id is not N-<hex>.
-        if docs
-            .iter()
-            .any(|d| matches!(d, Err(e) if e.reason().starts_with("Invalid rev format")))
-        {
-            return Err(Error::doc_validation("RevId isn't a valid hexadecimal"));
-        }
-    }
     if kinds.contains(&IdKind::Normal) || kinds.is_empty() {
         ctx.check(Operation::WriteDb { db: db_name })?;
     }
@@ -406,13 +450,25 @@ async fn bulk_docs(mut ctx: Ctx, method: &Method, db_name: &str, body: Body) -> 
         ctx.check(Operation::WriteLocal { db: db_name })?;
     }
     let db = ctx.db(db_name).await?;
-    let results = blocking(move || db.bulk_docs(docs, new_edits)).await?;
+    // Replicated writes name the revision in their error rows, as CouchDB's do.
+    let revs: Vec<Option<String>> = docs
+        .iter()
+        .map(|d| d.rev.as_ref().map(ToString::to_string))
+        .collect();
+    let results =
+        blocking(move || db.bulk_docs(docs.into_iter().map(Ok).collect(), new_edits)).await?;
     let rows: Vec<Value> = results
         .into_iter()
-        .filter_map(|r| match r.result {
+        .zip(revs)
+        .filter_map(|(r, rev)| match r.result {
             Ok(rev) if new_edits => Some(json!({"ok": true, "id": r.id, "rev": rev.to_string()})),
             Ok(_) => None,
-            Err(e) => Some(json!({"id": r.id, "error": e.error(), "reason": e.reason()})),
+            Err(e) if new_edits => {
+                Some(json!({"id": r.id, "error": e.error(), "reason": e.reason()}))
+            }
+            Err(e) => {
+                Some(json!({"id": r.id, "rev": rev, "error": e.error(), "reason": e.reason()}))
+            }
         })
         .collect();
     Ok(json_response(StatusCode::CREATED, &Value::Array(rows)))
@@ -458,7 +514,8 @@ async fn bulk_get(mut ctx: Ctx, method: &Method, db_name: &str, body: Body) -> R
                 json!({"error": {"id": id, "rev": rev, "error": e.error(), "reason": e.reason()}})
             };
             let mut opts = base.clone();
-            if let Some(since) = &item.atts_since {
+            // An empty `atts_since` changes nothing (CouchDB: stubs unless `attachments=true`).
+            if let Some(since) = item.atts_since.as_ref().filter(|s| !s.is_empty()) {
                 match since.iter().map(|r| r.parse()).collect::<Result<Vec<RevId>>>() {
                     Ok(revs) => {
                         opts.atts_since = revs;
@@ -639,16 +696,20 @@ async fn all_docs(mut ctx: Ctx, method: &Method, db_name: &str, body: Body) -> R
     }
     ctx.check(Operation::ReadDb { db: db_name })?;
     let db = ctx.db(db_name).await?;
-    let mut keys = match ctx.query.json("keys")? {
-        Some(v) => Some(v),
-        None => ctx.query.json("key")?.map(|k| Value::Array(vec![k])),
-    };
+    let mut keys = ctx.query.json("keys")?;
+    if keys.as_ref().is_some_and(|k| !k.is_array()) {
+        return Err(Error::bad_request("`keys` parameter must be an array."));
+    }
     if *method == Method::POST {
         let bytes = ctx.body_bytes(body).await?;
         if !bytes.is_empty() {
             if let Value::Object(mut map) = crate::json::parse_value(&bytes)? {
-                if let Some(k) = map.remove("keys") {
-                    keys = Some(k);
+                match map.remove("keys") {
+                    Some(Value::Null) | None => {}
+                    Some(k @ Value::Array(_)) => keys = Some(k),
+                    Some(_) => {
+                        return Err(Error::bad_request("`keys` body member must be an array."));
+                    }
                 }
             }
         }
@@ -659,19 +720,41 @@ async fn all_docs(mut ctx: Ctx, method: &Method, db_name: &str, body: Body) -> R
             items
                 .into_iter()
                 .map(|v| match v {
-                    Value::String(s) => Ok(s),
-                    other => Ok(other.to_string()),
+                    Value::String(s) => s,
+                    other => other.to_string(),
                 })
-                .collect::<Result<Vec<String>>>()?,
+                .collect::<Vec<String>>(),
         ),
-        Some(_) => return Err(Error::bad_request("`keys` must be an array")),
+        Some(_) => return Err(Error::bad_request("`keys` parameter must be an array.")),
     };
+    // `key` is a range of one key (a deleted document is not in it), as in CouchDB.
+    let key = key_param(&ctx, &["key"])?;
+    let mut start_key = key_param(&ctx, &["startkey", "start_key"])?;
+    let mut end_key = key_param(&ctx, &["endkey", "end_key"])?;
+    if let Some(key) = key {
+        start_key = Some(key.clone());
+        end_key = Some(key);
+    }
+    if keys.as_ref().is_some_and(|k| !k.is_empty()) && (start_key.is_some() || end_key.is_some()) {
+        return Err(Error::query_parse(
+            "`keys` is incompatible with `key`, `start_key` and `end_key`",
+        ));
+    }
+    let descending = ctx.query.flag("descending")?;
+    // With `keys`, `descending` reverses the rows (CouchDB answers them in reverse).
+    let keys = keys.map(|mut k| {
+        if descending {
+            k.reverse();
+        }
+        k
+    });
+    let by_keys = keys.is_some();
     let max = ctx.app.config.max_rows;
     let q = AllDocsQuery {
-        start_key: key_param(&ctx, &["startkey", "start_key"])?,
-        end_key: key_param(&ctx, &["endkey", "end_key"])?,
+        start_key,
+        end_key,
         keys,
-        descending: ctx.query.flag("descending")?,
+        descending,
         skip: ctx.query.u64("skip")?.unwrap_or(0),
         limit: Some(ctx.query.u64("limit")?.unwrap_or(max).min(max)),
         exclusive_end: ctx.query.get("inclusive_end") == Some("false"),
@@ -709,7 +792,13 @@ async fn all_docs(mut ctx: Ctx, method: &Method, db_name: &str, body: Body) -> R
             AllDocsRow::NotFound(key) => json!({"key": key, "error": "not_found"}),
         })
         .collect();
-    let mut out = json!({"total_rows": result.total_rows, "offset": result.offset, "rows": rows});
+    // CouchDB has no offset for a `keys` query.
+    let offset = if by_keys {
+        Value::Null
+    } else {
+        json!(result.offset)
+    };
+    let mut out = json!({"total_rows": result.total_rows, "offset": offset, "rows": rows});
     if update_seq {
         out["update_seq"] = json!(db.seq_string(result.update_seq));
     }
@@ -726,10 +815,12 @@ async fn attachment(
 ) -> Result<Response> {
     if check_id(id)? == IdKind::Local {
         return Err(Error::bad_request(
-            "_local documents do not have attachments",
+            "_local documents do not accept attachments.",
         ));
     }
-    crate::doc::check_attachment_name(name)?;
+    if *method != Method::GET && *method != Method::HEAD {
+        crate::doc::check_attachment_name(name)?;
+    }
     match *method {
         Method::GET | Method::HEAD => {
             ctx.check(Operation::ReadDb { db: db_name })?;

@@ -110,7 +110,8 @@ fn boundary() -> String {
 }
 
 /// `GET /db/doc?open_revs=...` with `Accept: multipart/mixed`: one part per revision, a
-/// `multipart/related` part (JSON, then one part per attachment) where content follows.
+/// `multipart/related` part (JSON, then one part per attachment, with its stored bytes) where
+/// content follows, else a bare `application/json` part.
 pub(super) fn open_revs_response(db: Database, results: Vec<OpenRev>) -> Response {
     let outer = boundary();
     let (tx, rx) = mpsc::channel::<Item>(4);
@@ -148,15 +149,22 @@ pub(super) fn open_revs_response(db: Database, results: Vec<OpenRev>) -> Respons
                     if !send(head.into_bytes()) {
                         return;
                     }
+                    // As CouchDB (`SendEncodedAtts = true`): the stored bytes, so a
+                    // gzip-stored attachment travels as gzip with its digest intact.
                     for att in &doc.follows {
                         let name = att.name.replace('\\', "\\\\").replace('"', "\\\"");
+                        let encoding = if att.encoding == Encoding::Gzip {
+                            "\r\nContent-Encoding: gzip"
+                        } else {
+                            ""
+                        };
                         let part_head = format!(
                             "--{inner}\r\nContent-Disposition: attachment; filename=\"{name}\"\r\n\
-                             Content-Type: {}\r\nContent-Length: {}\r\n\r\n",
-                            att.content_type, att.length
+                             Content-Type: {}\r\nContent-Length: {}{encoding}\r\n\r\n",
+                            att.content_type, att.stored_len
                         );
                         if !send(part_head.into_bytes())
-                            || !send_content(&db, att, false, &tx)
+                            || !send_content(&db, att, true, &tx)
                             || !send(b"\r\n".to_vec())
                         {
                             return;
