@@ -342,14 +342,33 @@ impl Reader {
         };
         let body: Map<String, Value> = serde_json::from_slice(&stored.body)
             .map_err(|e| Error::Corrupt(format!("stored body of {id}: {e}")))?;
+        // CouchDB's member order: `_id`, `_rev`, the body, `_deleted`, `_revisions`, the meta
+        // members, `_attachments` (couch_doc:to_json_obj).
         let mut json = Map::with_capacity(body.len() + 4);
         json.insert("_id".into(), Value::String(id.to_owned()));
         json.insert("_rev".into(), Value::String(node.rev.to_string()));
+        json.extend(body);
         if node.deleted {
             json.insert("_deleted".into(), Value::Bool(true));
         }
-        json.extend(body);
+        if opts.revs {
+            let (start, ids) = tree.revisions(index);
+            json.insert("_revisions".into(), json!({"start": start, "ids": ids}));
+        }
+        if opts.revs_info {
+            let info: Vec<Value> = tree
+                .path(index)
+                .into_iter()
+                .filter_map(|i| {
+                    tree.node(i).map(
+                        |n| json!({"rev": n.rev.to_string(), "status": tree.status(i).as_str()}),
+                    )
+                })
+                .collect();
+            json.insert("_revs_info".into(), Value::Array(info));
+        }
         let mut follows = Vec::new();
+        let mut attachments = None;
         if !stored.attachments.is_empty() {
             let since_pos = self.atts_since_pos(tree, index, &opts.atts_since);
             let mut atts = Map::new();
@@ -385,7 +404,7 @@ impl Reader {
                 }
                 atts.insert(a.name.clone(), Value::Object(entry));
             }
-            json.insert("_attachments".into(), Value::Object(atts));
+            attachments = Some(Value::Object(atts));
         }
         let is_winner = tree.winner() == Some(index);
         if opts.conflicts || opts.deleted_conflicts {
@@ -413,21 +432,8 @@ impl Reader {
         if opts.local_seq {
             json.insert("_local_seq".into(), json!(rec.seq));
         }
-        if opts.revs {
-            let (start, ids) = tree.revisions(index);
-            json.insert("_revisions".into(), json!({"start": start, "ids": ids}));
-        }
-        if opts.revs_info {
-            let info: Vec<Value> = tree
-                .path(index)
-                .into_iter()
-                .filter_map(|i| {
-                    tree.node(i).map(
-                        |n| json!({"rev": n.rev.to_string(), "status": tree.status(i).as_str()}),
-                    )
-                })
-                .collect();
-            json.insert("_revs_info".into(), Value::Array(info));
+        if let Some(atts) = attachments {
+            json.insert("_attachments".into(), atts);
         }
         Ok(Some(Doc {
             id: id.to_owned(),

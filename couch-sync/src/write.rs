@@ -641,6 +641,12 @@ impl Database {
                     Ok(_) => w.update_doc(&id, update, new_edits),
                     Err(e) => Err(e),
                 };
+                // A failure that is not about this document (storage, a validation that cannot
+                // run) fails the whole request, and nothing of it is written.
+                let result = match result {
+                    Err(e) if e.status() >= 500 => return Err(e),
+                    other => other,
+                };
                 results.push(BulkResult {
                     id: Some(id),
                     result,
