@@ -1,25 +1,69 @@
 //! The two kinds of replication endpoint: a database of this process ([`Endpoint::Local`], no
-//! HTTP), and any CouchDB-compatible database reached over HTTP through a [`Connector`]
-//! ([`Endpoint::Remote`]). Both answer the same questions with the same JSON shapes.
+//! HTTP), and any CouchDB-compatible database reached over HTTP through a
+//! [`Connector`](super::Connector) ([`Endpoint::Remote`]). Both answer the same questions; the
+//! revisions they exchange travel as [`Fetched`] (JSON plus spooled attachment content).
+//!
+//! How revisions travel (see the [module docs](super) for why):
+//! * From a remote source: `_bulk_get?revs=true&latest=true&attachments=false` for a group of
+//!   revisions; those whose attachments the target lacks (a stub newer than every possible
+//!   ancestor) are then fetched one by one with `GET /db/doc?open_revs=[rev]&latest=true&revs=true`
+//!   and `Accept: multipart/mixed` (plus `atts_since` = the possible ancestors), streaming the
+//!   content into spool files exactly as the source stores it. A peer without `_bulk_get`
+//!   gets the `open_revs` request for every revision; a peer that answers JSON is read as JSON.
+//! * From a local source: the stored bytes themselves (gzip stays gzip).
+//! * To a local target: one `bulk_docs` transaction per group, content stored as it came.
+//! * To a remote target: revisions without content in `_bulk_docs` (`new_edits=false`); with
+//!   content, `PUT /db/doc?new_edits=false` as `multipart/related`, content streamed from the
+//!   spool, gzip content sent encoded with its digest where the target keeps encoded parts
+//!   (CouchDB, this crate) — small plain content goes inline in `_bulk_docs` instead, which
+//!   carries it exactly and keeps batching.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::http1::SendRequest;
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, StatusCode};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use super::connector::Connector;
-use crate::clock::Clock;
-use crate::doc::{DocUpdate, ParseOptions};
+use super::fetched::{self, Content, Fetched};
+use super::remote::{Remote, peer_error};
 use crate::error::{Error, Result};
-use crate::read::{AttachmentMode, ChangesFilter, ChangesQuery, GetOptions, OpenRev, OpenRevs};
+use crate::read::{
+    AttachmentMode, ChangesFilter, ChangesQuery, Doc, GetOptions, OpenRev, OpenRevs,
+};
 use crate::rev::RevId;
 use crate::store::{Database, parse_seq};
+
+/// A revision to copy: the document, the revision, and the target's possible ancestors of it
+/// (attachments no newer than these need not travel).
+#[derive(Debug, Clone)]
+pub(crate) struct Wanted {
+    pub(crate) id: String,
+    pub(crate) rev: String,
+    pub(crate) since: Vec<String>,
+}
+
+/// A revision the target did not take, and why.
+#[derive(Debug)]
+pub(crate) struct WriteFailure {
+    pub(crate) id: String,
+    pub(crate) rev: String,
+    pub(crate) error: Error,
+}
+
+/// Revisions one fetch takes at most.
+pub(crate) const FETCH_GROUP: usize = 100;
+/// A fetch takes no further revision once it holds this many bytes of attachment content (so
+/// memory and spool space stay bounded whatever the attachments weigh).
+const FETCH_CONTENT_BYTES: u64 = 16 * 1024 * 1024;
+/// Plain attachment content up to this many bytes per revision travels inline in `_bulk_docs`
+/// to a remote target (batched); more is streamed in a multipart `PUT`.
+const INLINE_CONTENT_BYTES: u64 = 1024 * 1024;
+/// `atts_since` is cut short so a request line stays within what servers accept.
+const MAX_ATTS_SINCE_CHARS: usize = 6000;
 
 /// One row of a source's changes.
 #[derive(Debug, Clone)]
@@ -50,26 +94,6 @@ pub(crate) struct Filter {
     pub(crate) selector: Option<Value>,
 }
 
-/// A database at the other end of HTTP.
-pub struct Remote {
-    url: url::Url,
-    connector: Arc<dyn Connector>,
-    clock: Arc<dyn Clock>,
-    timeout: Duration,
-    max_response_bytes: usize,
-    authorization: Option<String>,
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
-    bulk_get: std::sync::atomic::AtomicBool,
-}
-
-impl std::fmt::Debug for Remote {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Remote")
-            .field("url", &self.display_url())
-            .finish_non_exhaustive()
-    }
-}
-
 /// A replication endpoint.
 #[derive(Debug, Clone)]
 pub enum Endpoint {
@@ -77,202 +101,6 @@ pub enum Endpoint {
     Local(Database),
     /// A database reached over HTTP.
     Remote(Arc<Remote>),
-}
-
-fn transport(what: impl std::fmt::Display) -> Error {
-    Error::Transport(what.to_string())
-}
-
-impl Remote {
-    /// A remote database at `url` (e.g. `http://127.0.0.1:5984/mydb`; user info in the URL is
-    /// sent as HTTP basic authentication). Requests time out after `timeout` on `clock`.
-    pub fn new(url: &str, connector: Arc<dyn Connector>, clock: Arc<dyn Clock>) -> Result<Remote> {
-        let mut url = url::Url::parse(url)
-            .map_err(|e| Error::bad_request(format!("invalid database URL {url:?}: {e}")))?;
-        if url.host_str().is_none() {
-            return Err(Error::bad_request("database URL has no host"));
-        }
-        if url.path().trim_matches('/').is_empty() {
-            return Err(Error::bad_request("database URL names no database"));
-        }
-        let authorization = if url.username().is_empty() {
-            None
-        } else {
-            let user = percent_encoding::percent_decode_str(url.username())
-                .decode_utf8_lossy()
-                .into_owned();
-            let pass = url
-                .password()
-                .map(|p| {
-                    percent_encoding::percent_decode_str(p)
-                        .decode_utf8_lossy()
-                        .into_owned()
-                })
-                .unwrap_or_default();
-            Some(format!(
-                "Basic {}",
-                data_encoding::BASE64.encode(format!("{user}:{pass}").as_bytes())
-            ))
-        };
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
-        let path = url.path().trim_end_matches('/').to_owned();
-        url.set_path(&path);
-        url.set_query(None);
-        url.set_fragment(None);
-        Ok(Remote {
-            url,
-            connector,
-            clock,
-            timeout: Duration::from_secs(60),
-            max_response_bytes: 512 * 1024 * 1024,
-            authorization,
-            idle: Mutex::new(Vec::new()),
-            bulk_get: std::sync::atomic::AtomicBool::new(true),
-        })
-    }
-
-    /// Sets how long one request may take before it counts as failed (default 60 s; a longpoll
-    /// wait adds its own timeout on top).
-    pub fn with_timeout(mut self, timeout: Duration) -> Remote {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Sets the largest answer accepted from the peer (default 512 MiB).
-    pub fn with_max_response_bytes(mut self, limit: usize) -> Remote {
-        self.max_response_bytes = limit;
-        self
-    }
-
-    /// The URL without credentials (used in replication ids and logs).
-    pub fn display_url(&self) -> String {
-        self.url.to_string()
-    }
-
-    fn port(&self) -> u16 {
-        self.url.port_or_known_default().unwrap_or(80)
-    }
-
-    async fn sender(&self) -> Result<SendRequest<Full<Bytes>>> {
-        loop {
-            let candidate = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-            match candidate {
-                Some(sender) if !sender.is_closed() => return Ok(sender),
-                Some(_) => continue,
-                None => break,
-            }
-        }
-        let host = self.url.host_str().unwrap_or_default().to_owned();
-        let stream = self
-            .connector
-            .connect(self.url.scheme(), &host, self.port())
-            .await
-            .map_err(|e| transport(format!("connecting to {}:{}: {e}", host, self.port())))?;
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| transport(format!("HTTP handshake with {host}: {e}")))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(sender)
-    }
-
-    /// Sends one request; `path` is relative to the database URL (`""`, `"/_changes?..."`).
-    async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-        extra_wait: Duration,
-    ) -> Result<(StatusCode, Bytes)> {
-        let uri = format!("{}{}", self.url.path(), path);
-        let host = match self.url.port() {
-            Some(p) => format!("{}:{p}", self.url.host_str().unwrap_or_default()),
-            None => self.url.host_str().unwrap_or_default().to_owned(),
-        };
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(&uri)
-            .header(hyper::header::HOST, host)
-            .header(hyper::header::ACCEPT, "application/json")
-            .header(hyper::header::ACCEPT_ENCODING, "identity");
-        if body.is_some() {
-            builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
-        }
-        if let Some(auth) = &self.authorization {
-            builder = builder.header(hyper::header::AUTHORIZATION, auth);
-        }
-        let request = builder
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| Error::bad_request(format!("building a request for {uri}: {e}")))?;
-        let mut sender = self.sender().await?;
-        let exchange = async {
-            sender
-                .ready()
-                .await
-                .map_err(|e| transport(format!("connection to peer: {e}")))?;
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| transport(format!("request {uri}: {e}")))?;
-            let status = response.status();
-            let body = Limited::new(response.into_body(), self.max_response_bytes)
-                .collect()
-                .await
-                .map_err(|e| transport(format!("reading the answer to {uri}: {e}")))?
-                .to_bytes();
-            Ok::<_, Error>((status, body))
-        };
-        let deadline = self.clock.sleep(self.timeout + extra_wait);
-        let result = tokio::select! {
-            r = exchange => r,
-            () = deadline => Err(transport(format!("request {uri} timed out"))),
-        };
-        if result.is_ok() && !sender.is_closed() {
-            if let Ok(mut idle) = self.idle.lock() {
-                idle.push(sender);
-            }
-        }
-        result
-    }
-
-    async fn json(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        ok: &[u16],
-    ) -> Result<Value> {
-        let bytes = body.map(|b| serde_json::to_vec(b).unwrap_or_default());
-        let (status, reply) = self.request(method, path, bytes, Duration::ZERO).await?;
-        if !ok.contains(&status.as_u16()) {
-            return Err(peer_error(status, &reply));
-        }
-        serde_json::from_slice(&reply)
-            .map_err(|e| Error::PeerMisbehaved(format!("answer to {path} is not JSON: {e}")))
-    }
-}
-
-/// A peer's HTTP error as a CouchDB-style error with the peer's status, error and reason.
-fn peer_error(status: StatusCode, body: &[u8]) -> Error {
-    let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    let error = parsed
-        .as_ref()
-        .and_then(|v| v.get("error"))
-        .and_then(Value::as_str)
-        .unwrap_or("http_error")
-        .chars()
-        .take(100)
-        .collect::<String>();
-    let reason = parsed
-        .as_ref()
-        .and_then(|v| v.get("reason"))
-        .and_then(Value::as_str)
-        .map(|r| r.chars().take(300).collect::<String>())
-        .unwrap_or_else(|| format!("HTTP {status}"));
-    Error::couch(status.as_u16(), error, reason)
 }
 
 fn enc(id: &str) -> String {
@@ -523,174 +351,313 @@ impl Endpoint {
         }
     }
 
-    /// The given revisions with `_revisions` and the content of attachments newer than
-    /// `atts_since` inline; revisions the source no longer has are skipped.
+    /// Up to [`FETCH_GROUP`] of `wanted`, from the start, with `_revisions` and the content
+    /// of attachments newer than their possible ancestors; revisions the source no longer has
+    /// are skipped. Returns them and how many of `wanted` were taken (at least one, fewer than
+    /// the group once [`FETCH_CONTENT_BYTES`] of content is held).
     pub(crate) async fn fetch(
         &self,
-        wanted: &[(String, String, Vec<String>)],
-    ) -> Result<Vec<Value>> {
+        wanted: &[Wanted],
+        tmp: &Path,
+    ) -> Result<(Vec<Fetched>, usize)> {
+        let wanted = wanted
+            .get(..wanted.len().min(FETCH_GROUP))
+            .unwrap_or_default();
         match self {
             Endpoint::Local(db) => {
-                let (d, wanted) = (db.clone(), wanted.to_vec());
+                let (d, wanted, tmp) = (db.clone(), wanted.to_vec(), tmp.to_path_buf());
                 blocking(move || {
                     let mut out = Vec::with_capacity(wanted.len());
-                    for (id, rev, since) in wanted {
+                    let mut held = 0u64;
+                    for (taken, w) in wanted.iter().enumerate() {
                         let opts = GetOptions {
                             revs: true,
                             latest: true,
-                            attachments: AttachmentMode::Inline,
-                            atts_since: since.iter().filter_map(|r| r.parse().ok()).collect(),
+                            attachments: AttachmentMode::Follows,
+                            atts_since: w.since.iter().filter_map(|r| r.parse().ok()).collect(),
                             ..GetOptions::default()
                         };
-                        let rev: RevId = rev.parse()?;
-                        match d.open_revs(&id, &OpenRevs::Revs(vec![rev]), &opts) {
+                        let rev: RevId = w.rev.parse()?;
+                        match d.open_revs(&w.id, &OpenRevs::Revs(vec![rev]), &opts) {
                             Ok(found) => {
                                 for r in found {
                                     if let OpenRev::Ok(doc) = r {
-                                        out.push(Value::Object(doc.json));
+                                        let f = from_local(&d, doc, &tmp)?;
+                                        held += f.content_bytes();
+                                        out.push(f);
                                     }
                                 }
                             }
                             Err(e) if e.status() == 404 => {}
                             Err(e) => return Err(e),
                         }
+                        if held >= FETCH_CONTENT_BYTES {
+                            return Ok((out, taken + 1));
+                        }
                     }
-                    Ok(out)
+                    Ok((out, wanted.len()))
                 })
                 .await
             }
             Endpoint::Remote(r) => {
-                if r.bulk_get.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut from_bulk: Vec<BulkGetResult> = Vec::new();
+                let mut have_bulk = false;
+                if r.bulk_get.load(Ordering::Relaxed) {
                     let docs: Vec<Value> = wanted
                         .iter()
-                        .map(|(id, rev, since)| json!({"id": id, "rev": rev, "atts_since": since}))
+                        .map(|w| json!({"id": w.id, "rev": w.rev}))
                         .collect();
                     let body = json!({"docs": docs});
                     let (status, reply) = r
                         .request(
                             Method::POST,
-                            "/_bulk_get?revs=true&latest=true&attachments=true",
+                            "/_bulk_get?revs=true&latest=true&attachments=false",
                             Some(serde_json::to_vec(&body).unwrap_or_default()),
                             Duration::ZERO,
                         )
                         .await?;
                     match status.as_u16() {
-                        200 => return parse_bulk_get(&reply),
-                        // No _bulk_get on this peer: fall back to open_revs, and remember.
-                        400 | 404 | 405 | 415 | 501 => r
-                            .bulk_get
-                            .store(false, std::sync::atomic::Ordering::Relaxed),
+                        200 => {
+                            from_bulk = parse_bulk_get(&reply)?;
+                            have_bulk = true;
+                        }
+                        // No _bulk_get on this peer: open_revs for each, and remember.
+                        400 | 404 | 405 | 415 | 501 => r.bulk_get.store(false, Ordering::Relaxed),
                         _ => return Err(peer_error(status, &reply)),
                     }
                 }
                 let mut out = Vec::with_capacity(wanted.len());
-                for (id, rev, since) in wanted {
-                    let path = format!(
-                        "/{}?revs=true&latest=true&attachments=true&open_revs={}&atts_since={}",
-                        enc(id),
-                        enc(&json!([rev]).to_string()),
-                        enc(&json!(since).to_string())
-                    );
-                    let reply = r.json(Method::GET, &path, None, &[200]).await?;
-                    for item in reply.as_array().into_iter().flatten() {
-                        if let Some(doc) = item.get("ok") {
-                            out.push(doc.clone());
+                let mut held = 0u64;
+                for (taken, w) in wanted.iter().enumerate() {
+                    // `_bulk_get` answers in request order; look the id up if it did not.
+                    let slot = if from_bulk.get(taken).is_some_and(|(id, _)| *id == w.id) {
+                        Some(taken)
+                    } else {
+                        from_bulk.iter().position(|(id, _)| *id == w.id)
+                    };
+                    let docs = slot.and_then(|i| from_bulk.get_mut(i)).map(|(id, docs)| {
+                        id.clear(); // used
+                        std::mem::take(docs)
+                    });
+                    let mut open = Vec::new();
+                    match docs {
+                        Some(docs) if have_bulk => {
+                            for doc in docs {
+                                if fetched::needs_content(&doc, &w.since) {
+                                    let rev = doc
+                                        .get("_rev")
+                                        .and_then(Value::as_str)
+                                        .unwrap_or(&w.rev)
+                                        .to_owned();
+                                    open.push(rev);
+                                } else {
+                                    out.push(Fetched::build(doc, Vec::new(), tmp)?);
+                                }
+                            }
+                        }
+                        _ => open.push(w.rev.clone()),
+                    }
+                    for rev in open {
+                        let query = open_revs_query(&rev, &w.since);
+                        let found = r
+                            .open_revs(&w.id, &query, tmp)
+                            .await
+                            .map_err(|e| reading(&w.id, &rev, e))?;
+                        for f in found {
+                            held += f.content_bytes();
+                            out.push(f);
                         }
                     }
+                    if held >= FETCH_CONTENT_BYTES {
+                        return Ok((out, taken + 1));
+                    }
                 }
-                Ok(out)
+                Ok((out, wanted.len()))
             }
         }
     }
 
-    /// Writes replicated revisions (`new_edits=false`). Returns per-document failures.
-    pub(crate) async fn write(
-        &self,
-        docs: Vec<Value>,
-        tmp_dir: &std::path::Path,
-    ) -> Result<Vec<(String, Error)>> {
+    /// Writes replicated revisions (`new_edits=false`). Returns the revisions the target did
+    /// not take; an error means the write as a whole failed (nothing is known to be written).
+    pub(crate) async fn write(&self, docs: Vec<Fetched>, tmp: &Path) -> Result<Vec<WriteFailure>> {
         match self {
             Endpoint::Local(db) => {
-                let (d, tmp) = (db.clone(), tmp_dir.to_path_buf());
+                let (d, tmp) = (db.clone(), tmp.to_path_buf());
                 blocking(move || {
-                    let updates = docs
-                        .into_iter()
-                        .map(|doc| match doc {
-                            Value::Object(map) => DocUpdate::from_json(
-                                map,
-                                ParseOptions {
-                                    compress: true,
-                                    tmp_dir: &tmp,
-                                },
-                            ),
-                            _ => Err(Error::PeerMisbehaved(
-                                "a fetched document is not an object".into(),
-                            )),
-                        })
-                        .collect();
+                    let mut keys = Vec::with_capacity(docs.len());
+                    let mut updates = Vec::with_capacity(docs.len());
+                    for doc in docs {
+                        keys.push((doc.id.clone(), doc.rev.clone()));
+                        updates.push(doc.into_update(&tmp));
+                    }
                     let results = d.bulk_docs(updates, false)?;
                     Ok(results
                         .into_iter()
-                        .filter_map(|r| r.result.err().map(|e| (r.id.unwrap_or_default(), e)))
+                        .zip(keys)
+                        .filter_map(|(r, (id, rev))| {
+                            r.result.err().map(|error| WriteFailure { id, rev, error })
+                        })
                         .collect())
                 })
                 .await
             }
             Endpoint::Remote(r) => {
-                // Bodies of at most WRITE_BODY_BYTES each (a peer's request limit is often 64 MiB
-                // or less); a body the peer still refuses as too large is split further, down to
-                // one document, which then fails alone.
-                let mut failures = Vec::new();
-                let mut pending: Vec<Vec<Box<RawValue>>> = Vec::new();
-                let mut current = Vec::new();
-                let mut size = 0;
-                for doc in docs {
-                    let raw = serde_json::value::to_raw_value(&doc).map_err(|e| {
-                        Error::PeerMisbehaved(format!("unserialisable document: {e}"))
-                    })?;
-                    if !current.is_empty() && size + raw.get().len() > WRITE_BODY_BYTES {
-                        pending.push(std::mem::take(&mut current));
-                        size = 0;
+                let keeps_encoded = if docs.iter().any(Fetched::has_gzip) {
+                    r.keeps_encoded_parts().await?
+                } else {
+                    true
+                };
+                let tmp = tmp.to_path_buf();
+                let (bulk, puts, mut failures) = blocking(move || {
+                    let (mut bulk, mut puts, mut failures) = (Vec::new(), Vec::new(), Vec::new());
+                    for mut doc in docs {
+                        let (id, rev) = (doc.id.clone(), doc.rev.clone());
+                        if doc.atts.is_empty() {
+                            bulk.push((id, rev, Value::Object(doc.json)));
+                            continue;
+                        }
+                        // Gzip content goes encoded (exact bytes and digest) where the target
+                        // keeps it so; small content that needs no encoding goes inline.
+                        let inline = doc.decoded_bytes() <= INLINE_CONTENT_BYTES
+                            && (!keeps_encoded || !doc.has_gzip());
+                        let prepared = if inline {
+                            doc.into_inline()
+                                .map(|json| bulk.push((id.clone(), rev.clone(), json)))
+                        } else if keeps_encoded {
+                            puts.push(doc);
+                            Ok(())
+                        } else {
+                            doc.decode_gzip(&tmp).map(|()| puts.push(doc))
+                        };
+                        if let Err(error) = prepared {
+                            failures.push(WriteFailure { id, rev, error });
+                        }
                     }
-                    size += raw.get().len();
-                    current.push(raw);
-                }
-                if !current.is_empty() {
-                    pending.push(current);
-                }
-                while let Some(group) = pending.pop() {
-                    let body = serde_json::to_vec(&BulkDocsBody {
-                        docs: &group,
-                        new_edits: false,
-                    })
-                    .unwrap_or_default();
-                    let (status, reply) = r
-                        .request(Method::POST, "/_bulk_docs", Some(body), Duration::ZERO)
-                        .await?;
-                    match status.as_u16() {
-                        201 | 202 => failures.extend(bulk_failures(&reply)),
-                        413 if group.len() > 1 => {
-                            let mut first = group;
-                            let second = first.split_off(first.len() / 2);
-                            pending.push(first);
-                            pending.push(second);
-                        }
-                        413 => {
-                            let id = serde_json::from_str::<Value>(
-                                group.first().map_or("{}", |d| d.get()),
-                            )
-                            .ok()
-                            .and_then(|d| d.get("_id").and_then(Value::as_str).map(str::to_owned))
-                            .unwrap_or_default();
-                            failures.push((id, peer_error(status, &reply)));
-                        }
-                        _ => return Err(peer_error(status, &reply)),
+                    Ok((bulk, puts, failures))
+                })
+                .await?;
+                failures.extend(bulk_docs(r, bulk).await?);
+                for doc in puts {
+                    let (id, rev) = (doc.id.clone(), doc.rev.clone());
+                    let (status, reply) = r.put_multipart(doc).await?;
+                    if !(200..=202).contains(&status.as_u16()) {
+                        failures.push(WriteFailure {
+                            id,
+                            rev,
+                            error: peer_error(status, &reply),
+                        });
                     }
                 }
                 Ok(failures)
             }
         }
     }
+}
+
+/// A failure reading a revision from the source, naming it where the error does not.
+fn reading(id: &str, rev: &str, e: Error) -> Error {
+    let what = format!("reading document {id:?} (revision {rev}) from the source");
+    match e {
+        Error::PeerMisbehaved(m) => Error::PeerMisbehaved(format!("{what}: {m}")),
+        Error::Corrupt(m) => Error::Corrupt(format!("{what}: {m}")),
+        other => other,
+    }
+}
+
+/// A local revision with the content that follows it, spooled as stored.
+fn from_local(db: &Database, doc: Doc, tmp: &Path) -> Result<Fetched> {
+    let mut contents = Vec::with_capacity(doc.follows.len());
+    for att in &doc.follows {
+        contents.push(Content {
+            name: att.name.clone(),
+            revpos: Some(att.revpos),
+            data: fetched::spool_stored(db, att, tmp)?,
+        });
+    }
+    Fetched::build(doc.json, contents, tmp)
+}
+
+fn open_revs_query(rev: &str, since: &[String]) -> String {
+    let mut query = format!(
+        "revs=true&latest=true&attachments=true&open_revs={}",
+        enc(&json!([rev]).to_string())
+    );
+    let mut kept: Vec<&String> = Vec::new();
+    for ancestor in since {
+        kept.push(ancestor);
+        if enc(&json!(kept).to_string()).len() > MAX_ATTS_SINCE_CHARS {
+            kept.pop();
+            break;
+        }
+    }
+    if !kept.is_empty() {
+        query.push_str("&atts_since=");
+        query.push_str(&enc(&json!(kept).to_string()));
+    }
+    query
+}
+
+/// `_bulk_docs` with `new_edits=false` in bodies of at most [`WRITE_BODY_BYTES`] (a peer's
+/// request limit is often 64 MiB or less); a body the peer still refuses as too large is split
+/// further, down to one document, which then fails alone (413, as CouchDB's replicator counts it).
+async fn bulk_docs(r: &Remote, docs: Vec<(String, String, Value)>) -> Result<Vec<WriteFailure>> {
+    let mut failures = Vec::new();
+    let mut revs: BTreeMap<String, String> = BTreeMap::new();
+    let mut pending: Vec<Vec<Box<RawValue>>> = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for (id, rev, doc) in docs {
+        let raw = serde_json::value::to_raw_value(&doc)
+            .map_err(|e| Error::PeerMisbehaved(format!("unserialisable document: {e}")))?;
+        revs.insert(id, rev);
+        if !current.is_empty() && size + raw.get().len() > WRITE_BODY_BYTES {
+            pending.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += raw.get().len();
+        current.push(raw);
+    }
+    if !current.is_empty() {
+        pending.push(current);
+    }
+    while let Some(group) = pending.pop() {
+        let body = serde_json::to_vec(&BulkDocsBody {
+            docs: &group,
+            new_edits: false,
+        })
+        .unwrap_or_default();
+        let (status, reply) = r
+            .request(Method::POST, "/_bulk_docs", Some(body), Duration::ZERO)
+            .await?;
+        match status.as_u16() {
+            201 | 202 => {
+                for (id, rev, error) in bulk_failures(&reply) {
+                    let rev = rev.or_else(|| revs.get(&id).cloned()).unwrap_or_default();
+                    failures.push(WriteFailure { id, rev, error });
+                }
+            }
+            413 if group.len() > 1 => {
+                let mut first = group;
+                let second = first.split_off(first.len() / 2);
+                pending.push(first);
+                pending.push(second);
+            }
+            413 => {
+                let id = serde_json::from_str::<Value>(group.first().map_or("{}", |d| d.get()))
+                    .ok()
+                    .and_then(|d| d.get("_id").and_then(Value::as_str).map(str::to_owned))
+                    .unwrap_or_default();
+                let rev = revs.get(&id).cloned().unwrap_or_default();
+                failures.push(WriteFailure {
+                    id,
+                    rev,
+                    error: peer_error(status, &reply),
+                });
+            }
+            _ => return Err(peer_error(status, &reply)),
+        }
+    }
+    Ok(failures)
 }
 
 #[derive(serde::Serialize)]
@@ -702,25 +669,45 @@ struct BulkDocsBody<'a> {
 /// The largest `_bulk_docs` body the replicator sends.
 const WRITE_BODY_BYTES: usize = 8 * 1024 * 1024;
 
-/// Per-document failures in a `_bulk_docs` answer.
-fn bulk_failures(reply: &[u8]) -> Vec<(String, Error)> {
+/// The status CouchDB would give a per-document error of a `_bulk_docs` answer.
+fn row_status(error: &str) -> u16 {
+    match error {
+        "unauthorized" => 401,
+        "forbidden" => 403,
+        "not_found" => 404,
+        "conflict" => 409,
+        "missing_stub" => 412,
+        "too_large" | "document_too_large" | "request_body_too_large" | "attachment_too_large" => {
+            413
+        }
+        "unsupported_media_type" => 415,
+        "internal_server_error" | "unknown_error" | "timeout" | "service_unavailable" => 500,
+        _ => 400,
+    }
+}
+
+/// Per-document failures in a `_bulk_docs` answer: id, revision (if given), error.
+fn bulk_failures(reply: &[u8]) -> Vec<(String, Option<String>, Error)> {
     let rows: Value = serde_json::from_slice(reply).unwrap_or(Value::Null);
     rows.as_array()
         .into_iter()
         .flatten()
         .filter_map(|row| {
-            let error = row.get("error")?.as_str()?.to_owned();
-            let reason = row
+            let error: String = row.get("error")?.as_str()?.chars().take(100).collect();
+            let reason: String = row
                 .get("reason")
                 .and_then(Value::as_str)
                 .unwrap_or("")
-                .to_owned();
+                .chars()
+                .take(300)
+                .collect();
             let id = row
                 .get("id")
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_owned();
-            Some((id, Error::couch(400, error, reason)))
+            let rev = row.get("rev").and_then(Value::as_str).map(str::to_owned);
+            Some((id, rev, Error::couch(row_status(&error), error, reason)))
         })
         .collect()
 }
@@ -779,26 +766,36 @@ fn parse_changes(bytes: &[u8]) -> Result<ChangesBatch> {
     })
 }
 
-fn parse_bulk_get(bytes: &[u8]) -> Result<Vec<Value>> {
+/// One document of a `_bulk_get` answer: its id and the revisions found.
+type BulkGetResult = (String, Vec<Map<String, Value>>);
+
+/// A `_bulk_get` answer: per requested document, in answer order, its id and the revisions
+/// found (errors, such as a revision the source no longer has, are left out).
+fn parse_bulk_get(bytes: &[u8]) -> Result<Vec<BulkGetResult>> {
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| Error::PeerMisbehaved(format!("_bulk_get answer: {e}")))?;
-    let mut out = Vec::new();
-    for result in value
+    let results = value
         .get("results")
         .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        for doc in result
+        .ok_or_else(|| Error::PeerMisbehaved("_bulk_get answer without results".into()))?;
+    let mut out = Vec::with_capacity(results.len());
+    for result in results {
+        let id = result
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let docs = result
             .get("docs")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-        {
-            if let Some(ok) = doc.get("ok") {
-                out.push(ok.clone());
-            }
-        }
+            .filter_map(|doc| match doc.get("ok") {
+                Some(Value::Object(ok)) => Some(ok.clone()),
+                _ => None,
+            })
+            .collect();
+        out.push((id, docs));
     }
     Ok(out)
 }

@@ -9,7 +9,8 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, watch};
 
-use super::endpoint::{ChangesBatch, Endpoint, Filter};
+use super::endpoint::{ChangesBatch, Endpoint, Filter, Wanted, WriteFailure};
+use super::fetched::Fetched;
 use crate::clock::{Clock, TokioClock};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -104,7 +105,9 @@ pub struct Progress {
     pub docs_read: u64,
     /// Documents written to the target.
     pub docs_written: u64,
-    /// Documents the target refused.
+    /// Revisions the target refused by its rules (`forbidden`, `unauthorized`, too large, …),
+    /// counted and skipped as CouchDB's replicator does. Any other failure to write stops or
+    /// retries the replication instead (see the [module docs](super)).
     pub doc_write_failures: u64,
     /// Changes the source reported as not yet read (if it says).
     pub pending: Option<u64>,
@@ -212,9 +215,6 @@ struct Session {
     docs_written: u64,
     doc_write_failures: u64,
 }
-
-/// Revisions fetched (and then written) per request.
-const FETCH_GROUP: usize = 100;
 
 /// Checkpoint documents keep at most this many history entries.
 const MAX_HISTORY: usize = 50;
@@ -479,45 +479,18 @@ impl Replication {
             let mut wanted = Vec::new();
             for (id, m) in &missing {
                 for rev in &m.missing {
-                    wanted.push((id.clone(), rev.clone(), m.possible_ancestors.clone()));
+                    wanted.push(Wanted {
+                        id: id.clone(),
+                        rev: rev.clone(),
+                        since: m.possible_ancestors.clone(),
+                    });
                 }
             }
             let found = wanted.len() as u64;
-            // Fetch and write in groups, so memory stays bounded whatever the attachments weigh;
-            // the next group is fetched while the previous one is written.
-            let mut read = 0u64;
-            let mut failures = Vec::new();
-            let mut groups = wanted.chunks(FETCH_GROUP);
-            let mut fetched = match groups.next() {
-                Some(group) => Some(self.source.fetch(group).await?),
-                None => None,
-            };
-            while let Some(docs) = fetched.take() {
-                read += docs.len() as u64;
-                let next = groups.next();
-                let write = async {
-                    if docs.is_empty() {
-                        Ok(Vec::new())
-                    } else {
-                        self.target.write(docs, &self.tmp_dir).await
-                    }
-                };
-                let fetch = async {
-                    match next {
-                        Some(group) => self.source.fetch(group).await.map(Some),
-                        None => Ok(None),
-                    }
-                };
-                let (written, next_docs) = tokio::join!(write, fetch);
-                failures.extend(written?);
-                fetched = next_docs?;
-            }
-            let failed = failures.len() as u64;
+            // Any revision not written stops (or retries) here, before the checkpoint.
+            self.copy(&wanted, &mut session).await?;
             session.missing_checked += checked;
             session.missing_found += found;
-            session.docs_read += read;
-            session.docs_written += read - failed.min(read);
-            session.doc_write_failures += failed;
             since = batch.last_seq.clone();
             history_entry = self.checkpoint(&mut session, &since).await?;
             // A successful batch resets the backoff.
@@ -526,16 +499,10 @@ impl Replication {
             let progress = self.update(|p| {
                 p.missing_checked += checked;
                 p.missing_found += found;
-                p.docs_read += read;
-                p.docs_written += read - failed.min(read);
-                p.doc_write_failures += failed;
                 p.pending = batch.pending;
                 p.checkpointed_source_seq = since.clone();
                 p.retries = 0;
                 p.last_checkpoint_at = Some(now);
-                if let Some((id, e)) = failures.first() {
-                    p.last_error = Some(format!("{id}: {e}"));
-                }
             });
             self.emit(Event::Checkpoint(progress));
         }
@@ -547,6 +514,103 @@ impl Replication {
             no_changes: history_entry.is_null(),
             history: history_entry,
             progress,
+        })
+    }
+
+    /// Copies `wanted` from the source to the target in groups, each group fetched while the
+    /// previous one is written (memory stays bounded whatever the attachments weigh). Fails,
+    /// after counting what was written, on the first revision the target did not take for a
+    /// reason other than its rules.
+    async fn copy(&self, wanted: &[Wanted], session: &mut Session) -> Result<()> {
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let (first, taken) = self.source.fetch(wanted, &self.tmp_dir).await?;
+        let mut position = taken.max(1);
+        let mut fetched = Some(first);
+        while let Some(docs) = fetched.take() {
+            let rest = wanted.get(position..).unwrap_or_default();
+            let fetch_next = async {
+                if rest.is_empty() {
+                    Ok(None)
+                } else {
+                    self.source.fetch(rest, &self.tmp_dir).await.map(Some)
+                }
+            };
+            let (written, next) = tokio::join!(self.write_group(docs), fetch_next);
+            let outcome = written?;
+            session.docs_read += outcome.read;
+            session.docs_written += outcome.written;
+            session.doc_write_failures += outcome.skipped.len() as u64;
+            self.update(|p| {
+                p.docs_read += outcome.read;
+                p.docs_written += outcome.written;
+                p.doc_write_failures += outcome.skipped.len() as u64;
+                if let Some(f) = outcome.skipped.first() {
+                    p.last_error = Some(format!("{} {}: {}", f.id, f.rev, f.error));
+                }
+            });
+            if let Some(e) = outcome.stop {
+                return Err(e);
+            }
+            if let Some((docs, taken)) = next? {
+                position += taken.max(1);
+                fetched = Some(docs);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one group; a `missing_stub` refusal (the target lacks an attachment the source
+    /// thought it had) is retried once with every attachment, as CouchDB's replicator does.
+    async fn write_group(&self, docs: Vec<Fetched>) -> Result<GroupOutcome> {
+        let read = docs.len() as u64;
+        let failures = if docs.is_empty() {
+            Vec::new()
+        } else {
+            self.target.write(docs, &self.tmp_dir).await?
+        };
+        let (stubs, mut failures): (Vec<_>, Vec<_>) = failures
+            .into_iter()
+            .partition(|f| f.error.error() == "missing_stub");
+        if !stubs.is_empty() {
+            let again: Vec<Wanted> = stubs
+                .iter()
+                .map(|f| Wanted {
+                    id: f.id.clone(),
+                    rev: f.rev.clone(),
+                    since: Vec::new(),
+                })
+                .collect();
+            let mut position = 0;
+            while position < again.len() {
+                let rest = again.get(position..).unwrap_or_default();
+                let (docs, taken) = self.source.fetch(rest, &self.tmp_dir).await?;
+                position += taken.max(1);
+                if !docs.is_empty() {
+                    failures.extend(self.target.write(docs, &self.tmp_dir).await?);
+                }
+            }
+        }
+        let written = read.saturating_sub(failures.len() as u64);
+        let mut skipped = Vec::new();
+        let (mut stop, mut retry) = (None, None);
+        for failure in failures {
+            match verdict(&failure.error) {
+                Verdict::Skip => skipped.push(failure),
+                Verdict::Retry => {
+                    retry.get_or_insert(failure);
+                }
+                Verdict::Stop => {
+                    stop.get_or_insert(failure);
+                }
+            }
+        }
+        Ok(GroupOutcome {
+            read,
+            written,
+            skipped,
+            stop: stop.or(retry).map(not_written),
         })
     }
 
@@ -621,6 +685,65 @@ impl Replication {
             Err(_) => {}
         }
         Ok(entry)
+    }
+}
+
+/// What writing one group came to.
+struct GroupOutcome {
+    read: u64,
+    written: u64,
+    /// Refused by the target's rules: counted, skipped.
+    skipped: Vec<WriteFailure>,
+    /// The failure that ends the batch without a checkpoint (a permanent one before a
+    /// transient one).
+    stop: Option<Error>,
+}
+
+enum Verdict {
+    Skip,
+    Retry,
+    Stop,
+}
+
+/// What a per-revision write failure means for the replication. Skipped, as CouchDB's
+/// replicator skips them (`couch_replicator_worker:handle_doc_write_error`): refusals by the
+/// target's rules — `unauthorized` (401), `forbidden` (403) — a revision too large for it
+/// (413), an unsupported media type (415) and an invalid attachment name. Everything else
+/// retries (transient) or stops the replication.
+fn verdict(e: &Error) -> Verdict {
+    let refused = matches!(e.error(), "forbidden" | "unauthorized")
+        || matches!(e.status(), 401 | 403 | 413 | 415)
+        || (e.status() == 400 && e.reason().starts_with("Attachment name"));
+    if refused {
+        Verdict::Skip
+    } else if e.kind() == ErrorKind::Transient {
+        Verdict::Retry
+    } else {
+        Verdict::Stop
+    }
+}
+
+/// A failure as the error that ends the batch, naming the revision (of the same kind, so it
+/// is retried or not as the original would be).
+fn not_written(failure: WriteFailure) -> Error {
+    let what = format!(
+        "document {:?} (revision {}) was not written to the target",
+        failure.id, failure.rev
+    );
+    match failure.error {
+        Error::Couch {
+            status,
+            error,
+            reason,
+        } => Error::Couch {
+            status,
+            error,
+            reason: format!("{what}: {reason}").into(),
+        },
+        Error::Transport(m) => Error::Transport(format!("{what}: {m}")),
+        Error::PeerMisbehaved(m) => Error::PeerMisbehaved(format!("{what}: {m}")),
+        Error::Corrupt(m) => Error::Corrupt(format!("{what}: {m}")),
+        other => other,
     }
 }
 

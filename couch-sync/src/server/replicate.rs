@@ -195,7 +195,28 @@ pub(super) async fn replicate(mut ctx: Ctx, method: &Method, body: Body) -> Resu
     if let Ok(mut running) = registry.running.lock() {
         running.remove(&id);
     }
-    let result = result?;
+    let result = match result {
+        Ok(result) => result,
+        // CouchDB's error and reason (naming the document a failed write was about), with
+        // how far the replication got: it checkpointed nothing past the failure.
+        Err(e) => {
+            let p = replication.progress();
+            let status =
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return Ok(json_response(
+                status,
+                &json!({
+                    "error": e.error(),
+                    "reason": e.reason(),
+                    "docs_read": p.docs_read,
+                    "docs_written": p.docs_written,
+                    "doc_write_failures": p.doc_write_failures,
+                    "checkpointed_source_seq": p.checkpointed_source_seq,
+                    "_local_id": local_id,
+                }),
+            ));
+        }
+    };
     if result.no_changes {
         return Ok(json_response(
             StatusCode::OK,
