@@ -128,7 +128,8 @@ impl HubAuth {
             .and_then(|d| d.info().ok())
             .map_or(0, |i| i.active_size);
         if used >= *quota {
-            return Err(Decision::Forbidden(format!(
+            // 507, as CouchDB answers when its disk is full: replicators retry, never skip.
+            return Err(Decision::InsufficientStorage(format!(
                 "database {db} is over its quota: {used} bytes stored, {quota} allowed"
             )));
         }

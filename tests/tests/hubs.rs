@@ -388,8 +388,8 @@ async fn a_quota_refuses_writes_and_keeps_what_is_stored() {
         stored.push(id);
         assert!(stored.len() < 100, "the quota never applied");
     };
-    assert_eq!(refusal.0, 403, "{}", refusal.1);
-    assert_eq!(refusal.1["error"], "forbidden");
+    assert_eq!(refusal.0, 507, "{}", refusal.1);
+    assert_eq!(refusal.1["error"], "insufficient_storage");
     assert!(
         refusal.1["reason"].as_str().unwrap().contains("quota"),
         "{}",
@@ -408,4 +408,75 @@ async fn a_quota_refuses_writes_and_keeps_what_is_stored() {
         get(&a, "/limited").await.1["doc_count"].as_u64(),
         Some(stored.len() as u64)
     );
+}
+
+/// A document a hub cannot write is never skipped silently: its pull keeps failing with the
+/// reason on the status API and in `device-hub status`, the document is not there, and once the
+/// cause is gone it arrives (nothing was checkpointed past it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_hub_refuses_shows_on_the_status_and_is_not_lost() {
+    let a = Hub::start("dora");
+    let c = Hub::start("eve");
+    pair(&c, &a, true); // eve befriends dora: eve pulls, never pushes
+    put(&a, "/journal", json!({})).await;
+    put(&a, "/journal/first", json!({"n": 1})).await;
+    a.cli_ok(&["grant", "journal", &format!("key:{}", c.key_id), "read"]);
+    let local = format!("from-{}-journal", &a.key_id.to_string()[..8]);
+    eventually(45, "eve pulls dora's journal", || async {
+        (get(&c, &format!("/{local}/first")).await.0 == 200).then_some(())
+    })
+    .await;
+    // On eve's copy, a validation function no hub can run (there is no JavaScript): as CouchDB
+    // without a query server, the hub refuses every write of an ordinary document there.
+    let ddoc = put(
+        &c,
+        &format!("/{local}/_design/rules"),
+        json!({"validate_doc_update": "function (doc) {}"}),
+    )
+    .await;
+    put(&a, "/journal/second", json!({"n": 2})).await;
+    let row = |status: &Value| {
+        status["replication"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["db"] == local.as_str())
+            .cloned()
+    };
+    let failing = eventually(60, "eve's status shows why the pull fails", || async {
+        let (_, status) = get(&c, "/_hub/api/status").await;
+        row(&status).filter(|r| {
+            r["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("unknown_query_language"))
+        })
+    })
+    .await;
+    assert!(
+        failing["last_error"].as_str().unwrap().contains("second"),
+        "the error names the document: {failing}"
+    );
+    let text = c.cli_ok(&["status"]);
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&local) && l.contains("unknown_query_language")),
+        "{text}"
+    );
+    assert_eq!(get(&c, &format!("/{local}/second")).await.0, 404);
+    // The cause goes; the document that failed arrives.
+    let rev = ddoc["rev"].as_str().unwrap().to_owned();
+    let owner = c.owner();
+    let (status, reply) = c
+        .request(
+            Some(&owner),
+            "DELETE",
+            &format!("/{local}/_design/rules?rev={rev}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    eventually(90, "the refused document arrives after all", || async {
+        (get(&c, &format!("/{local}/second")).await.0 == 200).then_some(())
+    })
+    .await;
 }

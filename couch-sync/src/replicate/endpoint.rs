@@ -490,7 +490,11 @@ impl Endpoint {
                         keys.push((doc.id.clone(), doc.rev.clone()));
                         updates.push(doc.into_update(&tmp));
                     }
-                    let results = d.bulk_docs(updates, false)?;
+                    // A failure of the whole batch (storage, a validation that cannot run)
+                    // is not about one document: say which documents it held.
+                    let results = d
+                        .bulk_docs(updates, false)
+                        .map_err(|e| batch_error(e, &keys))?;
                     Ok(results
                         .into_iter()
                         .zip(keys)
@@ -798,4 +802,27 @@ fn parse_bulk_get(bytes: &[u8]) -> Result<Vec<BulkGetResult>> {
         out.push((id, docs));
     }
     Ok(out)
+}
+
+/// A whole-batch write error, naming the batch (first document and how many).
+fn batch_error(e: Error, keys: &[(String, String)]) -> Error {
+    let Some((id, rev)) = keys.first() else {
+        return e;
+    };
+    let more = match keys.len() {
+        1 => String::new(),
+        n => format!(" and {} more", n - 1),
+    };
+    match e {
+        Error::Couch {
+            status,
+            error,
+            reason,
+        } => Error::Couch {
+            status,
+            error,
+            reason: format!("writing {id} {rev}{more}: {reason}").into(),
+        },
+        other => other,
+    }
 }

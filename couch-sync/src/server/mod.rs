@@ -144,6 +144,9 @@ pub enum Decision {
     Unauthorized(String),
     /// 403 `forbidden`: the caller is known and may not do this.
     Forbidden(String),
+    /// 507 `insufficient_storage` (CouchDB's answer when its storage is full): the write may
+    /// succeed later, so a replicator retries it rather than skipping the documents.
+    InsufficientStorage(String),
 }
 
 impl std::fmt::Debug for Decision {
@@ -153,6 +156,7 @@ impl std::fmt::Debug for Decision {
             Decision::AllowFiltered(_) => f.write_str("AllowFiltered(..)"),
             Decision::Unauthorized(r) => write!(f, "Unauthorized({r:?})"),
             Decision::Forbidden(r) => write!(f, "Forbidden({r:?})"),
+            Decision::InsufficientStorage(r) => write!(f, "InsufficientStorage({r:?})"),
         }
     }
 }
@@ -337,6 +341,9 @@ impl Ctx {
             }
             Decision::Unauthorized(reason) => Err(Error::unauthorized(reason)),
             Decision::Forbidden(reason) => Err(Error::forbidden(reason)),
+            Decision::InsufficientStorage(reason) => {
+                Err(Error::couch(507, "insufficient_storage", reason))
+            }
         }
     }
 
@@ -469,7 +476,9 @@ async fn route(app: Arc<App>, parts: Parts, body: Body) -> Result<Response> {
                         ctx.app
                             .auth
                             .authorize(&ctx.parts, &Operation::ReadDb { db }),
-                        Decision::Unauthorized(_) | Decision::Forbidden(_)
+                        Decision::Unauthorized(_)
+                            | Decision::Forbidden(_)
+                            | Decision::InsufficientStorage(_)
                     )
                 })
                 .collect();
