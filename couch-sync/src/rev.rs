@@ -366,12 +366,14 @@ fn raw_hash(hash: &str) -> Option<[u8; 16]> {
 /// CouchDB compares the 32-hex form as 16 raw bytes and every other hash as its bytes.
 fn compare_hashes(a: &str, b: &str) -> Ordering {
     let raw = raw_hash;
-    match (raw(a), raw(b)) {
+    let order = match (raw(a), raw(b)) {
         (Some(x), Some(y)) => x.cmp(&y),
         (Some(x), None) => x.as_slice().cmp(b.as_bytes()),
         (None, Some(y)) => a.as_bytes().cmp(y.as_slice()),
         (None, None) => a.as_bytes().cmp(b.as_bytes()),
-    }
+    };
+    // Two different hashes never compare equal (a 16-byte text could equal a hash's bytes).
+    order.then_with(|| a.cmp(b))
 }
 
 impl serde::Serialize for RevId {
