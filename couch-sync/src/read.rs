@@ -297,7 +297,12 @@ impl Reader {
         }
     }
 
-    fn rev_record(&self, id: &str, rev: &RevId) -> Result<Option<RevRecord>> {
+    /// A revision's record: inline in the document record (the winner's, when small), or in
+    /// `revs`.
+    fn rev_record_of(&self, id: &str, rec: &DocRecord, rev: &RevId) -> Result<Option<RevRecord>> {
+        if let Some(inline) = rec.inline_record(rev)? {
+            return Ok(Some(inline));
+        }
         let text = rev.to_string();
         match self.revs.get((id, text.as_str()))? {
             Some(v) => Ok(Some(RevRecord::decode(v.value())?)),
@@ -337,7 +342,7 @@ impl Reader {
         let Some(node) = tree.node(index) else {
             return Ok(None);
         };
-        let Some(stored) = self.rev_record(id, &node.rev)? else {
+        let Some(stored) = self.rev_record_of(id, rec, &node.rev)? else {
             return Ok(None);
         };
         let body: Map<String, Value> = serde_json::from_slice(&stored.body)
@@ -630,7 +635,7 @@ impl Database {
                 .map(|n| n.rev.clone())
                 .ok_or_else(|| Error::not_found("missing"))?;
             let stored = r
-                .rev_record(id, &node_rev)?
+                .rev_record_of(id, &rec, &node_rev)?
                 .ok_or_else(|| Error::not_found("missing"))?;
             let att = stored
                 .attachments

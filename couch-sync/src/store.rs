@@ -279,8 +279,10 @@ fn load_or_create_uuid(dir: &Path) -> Result<String> {
     Ok(uuid)
 }
 
-/// Counters kept in the `meta` table.
-#[derive(Debug, Clone, Default)]
+/// Counters kept in the `meta` table: one record, `counters`, of nine `u64` BE values in the
+/// order of `Meta::fields` (databases written by earlier versions kept one key per counter; they
+/// are read when `counters` is absent). One record means one B-tree update per transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Meta {
     pub(crate) update_seq: u64,
     pub(crate) doc_count: u64,
@@ -293,7 +295,10 @@ pub(crate) struct Meta {
     pub(crate) live_bytes: u64,
 }
 
-/// Keys of [`Meta`]'s fields, in the order of `Meta::fields`.
+/// The key of the counters record.
+const META_RECORD: &str = "counters";
+
+/// Keys of [`Meta`]'s fields in earlier versions, in the order of `Meta::fields`.
 const META_KEYS: [&str; 9] = [
     "update_seq",
     "doc_count",
@@ -323,6 +328,20 @@ impl Meta {
 
     fn load(table: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<Meta> {
         let mut meta = Meta::default();
+        if let Some(v) = table.get(META_RECORD)? {
+            let bytes = v.value();
+            if bytes.len() != 8 * META_KEYS.len() {
+                return Err(Error::Corrupt(
+                    "meta counters record has a wrong length".into(),
+                ));
+            }
+            for (chunk, field) in bytes.chunks_exact(8).zip(meta.fields()) {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(chunk);
+                *field = u64::from_be_bytes(word);
+            }
+            return Ok(meta);
+        }
         for (key, field) in META_KEYS.iter().zip(meta.fields()) {
             if let Some(v) = table.get(*key)? {
                 let bytes: [u8; 8] = v
@@ -336,9 +355,11 @@ impl Meta {
     }
 
     fn save(&mut self, table: &mut redb::Table<'_, &'static str, &'static [u8]>) -> Result<()> {
-        for (key, field) in META_KEYS.iter().zip(self.fields()) {
-            table.insert(*key, field.to_be_bytes().as_slice())?;
+        let mut record = [0u8; 8 * META_KEYS.len()];
+        for (chunk, field) in record.chunks_exact_mut(8).zip(self.fields()) {
+            chunk.copy_from_slice(&field.to_be_bytes());
         }
+        table.insert(META_RECORD, record.as_slice())?;
         Ok(())
     }
 }
@@ -381,6 +402,9 @@ pub(crate) struct Writer<'t> {
     /// The language of a design document with a `validate_doc_update` function, if any (looked
     /// up once per transaction, again after a design document changes).
     pub(crate) validator: Option<Option<String>>,
+    /// Revision records of the document being written, placed by `finish_doc` (inline in the
+    /// document record, or in `revs`).
+    pub(crate) staged: Vec<(crate::rev::RevId, crate::records::RevRecord)>,
 }
 
 /// Tables open for reading in one snapshot.
@@ -516,6 +540,7 @@ impl Database {
         let (result, seq) = {
             let mut meta_table = txn.open_table(META)?;
             let meta = Meta::load(&meta_table)?;
+            let loaded = meta.clone();
             let before = meta.update_seq;
             let mut w = Writer {
                 docs: txn.open_table(DOCS)?,
@@ -527,9 +552,12 @@ impl Database {
                 clock: &*self.inner.clock,
                 node: self.inner.node,
                 validator: None,
+                staged: Vec::new(),
             };
             let result = f(&mut w)?;
-            w.meta.save(&mut meta_table)?;
+            if w.meta != loaded {
+                w.meta.save(&mut meta_table)?;
+            }
             let seq = (w.meta.update_seq != before).then_some(w.meta.update_seq);
             (result, seq)
         };

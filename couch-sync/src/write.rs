@@ -10,7 +10,7 @@ use crate::attachment::PreparedAttachment;
 use crate::doc::{AttachmentKind, DocUpdate, IdKind, check_id};
 use crate::error::{Error, Result};
 use crate::hlc::{ConflictPolicy, HLC_FIELD, Hlc};
-use crate::records::{AttRecord, DocRecord, RevRecord};
+use crate::records::{AttRecord, DocRecord, INLINE_RECORD_BYTES, RevRecord};
 use crate::rev::RevId;
 use crate::revtree::{Merge, RevTree};
 use crate::store::{Database, Writer};
@@ -38,10 +38,14 @@ impl Writer<'_> {
         }
     }
 
+    /// A revision's record: in `revs`, or inline in the document record (the winner's).
     fn load_rev(&self, id: &str, rev: &RevId) -> Result<Option<RevRecord>> {
         let rev_text = rev.to_string();
-        match self.revs.get((id, rev_text.as_str()))? {
-            Some(v) => Ok(Some(RevRecord::decode(v.value())?)),
+        if let Some(v) = self.revs.get((id, rev_text.as_str()))? {
+            return Ok(Some(RevRecord::decode(v.value())?));
+        }
+        match self.load_doc(id)? {
+            Some(doc) => doc.inline_record(rev),
             None => Ok(None),
         }
     }
@@ -179,14 +183,19 @@ impl Writer<'_> {
         Ok(None)
     }
 
-    fn put_rev(&mut self, id: &str, rev: &RevId, record: &RevRecord) -> Result<()> {
-        let rev_text = rev.to_string();
-        let bytes = record.encode();
+    /// Adds a new revision's record; `finish_doc` places it.
+    fn put_rev(&mut self, rev: &RevId, record: RevRecord) {
         self.meta.external_size +=
             record.body.len() as u64 + record.attachments.iter().map(|a| a.length).sum::<u64>();
+        self.staged.push((rev.clone(), record));
+    }
+
+    /// Writes a revision's record to `revs`.
+    fn store_rev(&mut self, id: &str, rev: &RevId, bytes: &[u8]) -> Result<()> {
+        let rev_text = rev.to_string();
         let old = self
             .revs
-            .insert((id, rev_text.as_str()), bytes.as_slice())?
+            .insert((id, rev_text.as_str()), bytes)?
             .map(|o| o.value().len());
         self.account(rev_key_len(id, &rev_text), Some(bytes.len()), old);
         Ok(())
@@ -209,16 +218,42 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Stems the tree, stores it with a new sequence, and updates the counters.
+    /// Stems the tree, places the staged revision records, stores the tree with a new sequence,
+    /// and updates the counters.
     fn finish_doc(&mut self, id: &str, old: Option<&DocRecord>, mut tree: RevTree) -> Result<()> {
         let limit = usize::try_from(self.meta.revs_limit).unwrap_or(usize::MAX);
         for removed in tree.stem(limit) {
             self.remove_rev(id, &removed)?;
         }
-        let winner_deleted = tree
-            .winner()
-            .and_then(|w| tree.node(w))
-            .is_none_or(|n| n.deleted);
+        let winner = tree.winner().and_then(|w| tree.node(w));
+        let winner_deleted = winner.is_none_or(|n| n.deleted);
+        let winner_rev = winner.map(|n| n.rev.clone());
+        // The winner's record stays (or goes) inline when it is small and has no attachments;
+        // every other record lives in `revs`.
+        let mut inline = None;
+        if let Some((bytes, old_winner)) = old.and_then(|o| {
+            let rev = o
+                .tree
+                .winner()
+                .and_then(|w| o.tree.node(w))
+                .map(|n| n.rev.clone());
+            o.inline.as_ref().zip(rev)
+        }) {
+            if winner_rev.as_ref() == Some(&old_winner) {
+                inline = Some(bytes.clone());
+            } else if tree.find(&old_winner).is_some() {
+                self.store_rev(id, &old_winner, bytes)?;
+            }
+        }
+        for (rev, record) in std::mem::take(&mut self.staged) {
+            let bytes = record.encode();
+            let fits = record.attachments.is_empty() && bytes.len() <= INLINE_RECORD_BYTES;
+            if winner_rev.as_ref() == Some(&rev) && fits {
+                inline = Some(bytes);
+            } else {
+                self.store_rev(id, &rev, &bytes)?;
+            }
+        }
         let seq = self.meta.update_seq + 1;
         self.meta.update_seq = seq;
         if let Some(old) = old {
@@ -242,6 +277,7 @@ impl Writer<'_> {
             seq,
             winner_deleted,
             tree,
+            inline,
         };
         let encoded = record.encode();
         let old = self
@@ -300,6 +336,7 @@ impl Writer<'_> {
         mut update: DocUpdate,
         new_edits: bool,
     ) -> Result<RevId> {
+        self.staged.clear();
         if id.starts_with("_design/") {
             self.validator = None;
         } else if let Some(language) = self.validator_language()? {
@@ -348,7 +385,7 @@ impl Writer<'_> {
                 body: canonical_to_stored(&update.body),
                 attachments,
             };
-            self.put_rev(id, &rev, &record)?;
+            self.put_rev(&rev, record);
             self.finish_doc(id, existing.as_ref(), tree)?;
             Ok(rev)
         } else {
@@ -383,7 +420,7 @@ impl Writer<'_> {
                 body: canonical_to_stored(&update.body),
                 attachments,
             };
-            self.put_rev(id, &leaf_rev, &record)?;
+            self.put_rev(&leaf_rev, record);
             if lww {
                 if let Some(seen) = crate::hlc::stamp_of(&update.body) {
                     self.observe(seen);
@@ -489,7 +526,7 @@ impl Writer<'_> {
                 body: b"{}".to_vec(),
                 attachments: Vec::new(),
             };
-            self.put_rev(id, &tombstone, &record)?;
+            self.put_rev(&tombstone, record);
         }
         Ok(())
     }
@@ -806,10 +843,127 @@ fn base_update(w: &Writer<'_>, id: &str, rev: Option<&RevId>) -> Result<DocUpdat
 #[cfg(test)]
 mod tests {
     use redb::ReadableTableMetadata;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use crate::doc::DocUpdate;
     use crate::store::{Store, StoreConfig};
+
+    /// The winner's record lives inline in the document record; when a revision stops winning
+    /// its record moves to `revs`, so every revision stays readable, through edits, conflicts,
+    /// compaction and stemming.
+    #[test]
+    fn inline_winner_records_move_when_they_stop_winning() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
+        let db = store.create_db("x").unwrap();
+        let body = |v: i64| json!({"v": v}).as_object().unwrap().clone();
+        let get = |rev: &crate::RevId| {
+            let opts = crate::GetOptions {
+                rev: Some(rev.clone()),
+                ..crate::GetOptions::default()
+            };
+            db.get("d", &opts)
+                .unwrap()
+                .json
+                .get("v")
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
+        let (_, r1) = db
+            .put(
+                Some("d"),
+                DocUpdate {
+                    body: body(1),
+                    ..DocUpdate::default()
+                },
+                true,
+            )
+            .unwrap();
+        let stored_inline = |expect: bool| {
+            db.read(|r| {
+                let rec = r.doc_record("d")?.unwrap();
+                assert_eq!(rec.inline.is_some(), expect);
+                Ok(())
+            })
+            .unwrap();
+        };
+        stored_inline(true);
+        let (_, r2) = db
+            .put(
+                Some("d"),
+                DocUpdate {
+                    rev: Some(r1.clone()),
+                    body: body(2),
+                    ..DocUpdate::default()
+                },
+                true,
+            )
+            .unwrap();
+        assert_eq!((get(&r1), get(&r2)), (json!(1), json!(2)));
+        // A replicated branch that wins (longer), then a deletion of it: the old winner wins
+        // again and is read from `revs`.
+        let branch = DocUpdate {
+            body: body(3),
+            revisions: Some(crate::Revisions {
+                start: 3,
+                ids: vec!["b3".into(), "b2".into(), r1.hash().into()],
+            }),
+            ..DocUpdate::default()
+        };
+        let (_, r3) = db.put(Some("d"), branch, false).unwrap();
+        assert_eq!(db.get("d", &crate::GetOptions::default()).unwrap().rev, r3);
+        assert_eq!((get(&r2), get(&r3)), (json!(2), json!(3)));
+        let (_, r4) = db
+            .put(
+                Some("d"),
+                DocUpdate {
+                    rev: Some(r3.clone()),
+                    deleted: true,
+                    ..DocUpdate::default()
+                },
+                true,
+            )
+            .unwrap();
+        assert_eq!(db.get("d", &crate::GetOptions::default()).unwrap().rev, r2);
+        assert_eq!((get(&r2), get(&r3)), (json!(2), json!(3)));
+        assert!(get(&r4).is_null());
+        // A large body is not inline.
+        let big = json!({"pad": "x".repeat(5000)})
+            .as_object()
+            .unwrap()
+            .clone();
+        db.put(
+            Some("big"),
+            DocUpdate {
+                body: big,
+                ..DocUpdate::default()
+            },
+            true,
+        )
+        .unwrap();
+        db.read(|r| {
+            assert!(r.doc_record("big")?.unwrap().inline.is_none());
+            Ok(())
+        })
+        .unwrap();
+        // Compaction keeps the leaves (inline or not); stemming to 1 too.
+        db.compact().unwrap();
+        assert_eq!((get(&r2), get(&r4)), (json!(2), Value::Null));
+        db.set_revs_limit(1).unwrap();
+        let (_, r5) = db
+            .put(
+                Some("d"),
+                DocUpdate {
+                    rev: Some(r2.clone()),
+                    body: body(5),
+                    ..DocUpdate::default()
+                },
+                true,
+            )
+            .unwrap();
+        assert_eq!(get(&r5), json!(5));
+        stored_inline(true);
+    }
 
     /// `sizes.active` comes from a counter kept on every write; it must equal what the tables
     /// really hold.
