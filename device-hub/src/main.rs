@@ -24,6 +24,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use public_key_identity::{KeyAlgorithm, Keystore};
 use serde_json::{Value, json};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::client::HubClient;
 use crate::config::{Layout, default_data_dir};
@@ -138,11 +140,19 @@ enum FriendCommand {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
+    // RUST_LOG: a default level and per-target levels (`warn`, `info,couch_sync=debug`).
+    // `Targets` rather than `EnvFilter`: no span or field filters, and no regex engine in
+    // the binary (smaller code, less resident memory).
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|s| s.parse::<tracing_subscriber::filter::Targets>().ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new()
+                .with_default(tracing_subscriber::filter::LevelFilter::INFO)
+        });
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
