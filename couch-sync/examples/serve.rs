@@ -34,8 +34,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let store = Store::open(&args.data, StoreConfig::default())?;
     let app = router(store, ServerConfig::default(), Arc::new(AllowAll));
+    // Small writes (multipart parts, chunked feeds) go out at once: no Nagle delay.
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     println!(
         "couch-sync listening on http://{addr} (data in {})",
         args.data.display()

@@ -41,6 +41,9 @@ pub async fn start_with(config: ServerConfig, auth: Arc<dyn Authorize>) -> TestS
     let app = router(store.clone(), config, auth);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
