@@ -1,0 +1,22 @@
+#![doc = include_str!("../README.md")]
+
+pub mod clock;
+mod discovery;
+mod error;
+mod link;
+mod neighbourhood;
+mod peer;
+mod table;
+
+pub use clock::Clock;
+#[cfg(feature = "tokio")]
+pub use clock::TokioClock;
+pub use discovery::{Discovery, EVENT_BUFFER, Lagged, SharedTable, Subscription};
+pub use error::{Error, ErrorKind, Result};
+pub use link::{BoxedStream, Inbound, Incoming, Link, LinkStream, MAX_MESSAGE_BYTES, Plugin};
+pub use neighbourhood::{Merger, Neighbourhood};
+pub use peer::{
+    ADVERT_VERSION, Address, Advert, AdvertId, Event, MAX_ADVERT_BYTES, MAX_ADVERT_DATA,
+    MAX_BEACON_BYTES, Peer, PeerAddress, PeerId, Transport,
+};
+pub use table::{PeerTable, TableConfig, TableStats};
