@@ -43,6 +43,13 @@ pub enum Error {
     /// Cryptography failed (a key that does not decode, a random source that failed).
     #[error("crypto: {0}")]
     Crypto(String),
+    /// A configuration value out of its range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// A beacon could not be built or checked.
+    #[cfg(feature = "beacons")]
+    #[error(transparent)]
+    Beacon(#[from] crate::beacon::BeaconError),
 }
 
 /// What the caller should do about an [`Error`].
@@ -66,10 +73,14 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Unreachable(_) => ErrorKind::Transient,
-            Error::TooLarge { .. } | Error::WrongAddress(_) => ErrorKind::InvalidInput,
+            Error::TooLarge { .. } | Error::WrongAddress(_) | Error::InvalidConfig(_) => {
+                ErrorKind::InvalidInput
+            }
             Error::Malformed { .. } => ErrorKind::PeerMisbehaved,
             Error::Io { .. } | Error::Crypto(_) => ErrorKind::LocalIo,
             Error::Closed => ErrorKind::Closed,
+            #[cfg(feature = "beacons")]
+            Error::Beacon(e) => e.kind(),
         }
     }
 

@@ -1,11 +1,17 @@
 #![doc = include_str!("../README.md")]
 
+#[cfg(feature = "beacons")]
+pub mod beacon;
 pub mod clock;
 mod discovery;
 mod error;
 mod link;
+#[cfg(feature = "mdns")]
+pub mod mdns;
 mod neighbourhood;
 mod peer;
+#[cfg(feature = "sim")]
+pub mod sim;
 mod table;
 
 pub use clock::Clock;

@@ -28,8 +28,12 @@ use crate::error::{Error, Result};
 pub const ADVERT_VERSION: u8 = 1;
 /// Most application bytes an advert carries.
 pub const MAX_ADVERT_DATA: usize = 64;
-/// Most beacon bytes an advert carries.
-pub const MAX_BEACON_BYTES: usize = 400;
+/// Most beacon bytes an advert carries (the largest beacon of the `beacons` feature: 20
+/// recipient slots).
+pub const MAX_BEACON_BYTES: usize = 566;
+// The largest beacon the beacon module builds must fit an advert.
+#[cfg(feature = "beacons")]
+const _: () = assert!(crate::beacon::MAX_LEN <= MAX_BEACON_BYTES);
 /// The largest encoded advert.
 pub const MAX_ADVERT_BYTES: usize = 2 + 2 + MAX_BEACON_BYTES + 1 + MAX_ADVERT_DATA;
 
@@ -410,6 +414,13 @@ mod tests {
         assert!(Advert::decode(&vec![1; MAX_ADVERT_BYTES + 1]).is_err());
         assert!(Advert::key(key(1), vec![0; MAX_ADVERT_DATA + 1]).is_err());
         assert!(Advert::beacon(vec![], vec![]).is_err());
+    }
+
+    /// The largest beacon fits an advert.
+    #[cfg(feature = "beacons")]
+    #[test]
+    fn beacons_fit_adverts() {
+        assert!(Advert::beacon(vec![1; crate::beacon::MAX_LEN], vec![]).is_ok());
     }
 
     #[test]

@@ -59,6 +59,17 @@ ensure_chromium() {
     fi
 }
 
+# iproute2's `ip`, for the LAN plugin's tests in network namespaces (adhoc-wireless).
+ensure_iproute2() {
+    command -v ip >/dev/null 2>&1 && return 0
+    apt_install "the network-namespace tests" iproute2 || return 1
+    hash -r
+    if ! command -v ip >/dev/null 2>&1; then
+        echo "error: ip is still missing after installing iproute2" >&2
+        return 1
+    fi
+}
+
 # ensure_cargo_tool TOOL... — cargo subcommands, from crates.io.
 ensure_cargo_tool() {
     local tool
