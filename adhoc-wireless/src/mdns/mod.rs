@@ -41,7 +41,10 @@
 //!
 //! The instance and host names are random (64 bits, hex) and change whenever the advert names a
 //! different key or beacon, so they tell no more than the advert: a beacon advert stays
-//! unlinkable across refreshes. The TXT record carries what the advert carries, and the port.
+//! unlinkable across refreshes. The TXT record carries what the advert carries, and the port:
+//! an [`Advert::key`] tells everyone on the chosen links the key id (fine among one person's
+//! devices or on a trusted LAN); to reveal no key id to strangers, advertise a beacon
+//! ([`Advert::beacon`], feature `beacons`), which only its recipients can open.
 //!
 //! # Bounds
 //!
