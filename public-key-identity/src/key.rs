@@ -25,6 +25,7 @@ use std::str::FromStr;
 
 use rcgen::{PublicKeyData, SigningKey};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use zeroize::Zeroizing;
 
 use crate::crypto;
 use crate::error::{Error, Result};
@@ -159,6 +160,22 @@ impl FromStr for KeyAlgorithm {
     }
 }
 
+/// RFC 8410 SubjectPublicKeyInfo of an Ed25519 key, before the 32 key bytes.
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// The 32-byte Ed25519 public key in a DER SubjectPublicKeyInfo (RFC 8410), or `None` when it is
+/// not exactly an Ed25519 one. The bytes are not checked to be a point on the curve.
+pub fn ed25519_public_key_from_spki(spki_der: &[u8]) -> Option<[u8; 32]> {
+    if spki_der.len() != ED25519_SPKI_PREFIX.len() + 32
+        || !spki_der.starts_with(&ED25519_SPKI_PREFIX)
+    {
+        return None;
+    }
+    spki_der.get(ED25519_SPKI_PREFIX.len()..)?.try_into().ok()
+}
+
 /// A private key with its public half.
 ///
 /// Signatures: Ed25519 as RFC 8032; ECDSA P-256 over SHA-256, DER-encoded (as in X.509 and TLS).
@@ -244,6 +261,25 @@ impl KeyPair {
         }
     }
 
+    /// The 32-byte Ed25519 seed (RFC 8032's private key), for protocols that derive their own keys
+    /// from the identity key — Tor's onion service identity, X25519 for beacons. `None` for
+    /// other algorithms. Treat it as secret: it is zeroed when dropped.
+    pub fn ed25519_seed(&self) -> Option<Zeroizing<[u8; 32]>> {
+        if self.algorithm != KeyAlgorithm::Ed25519 {
+            return None;
+        }
+        let der = Zeroizing::new(self.pkcs8_der());
+        // The v1 document `pkcs8_der` writes: 16 bytes of header, then the seed.
+        let mut seed = Zeroizing::new([0u8; 32]);
+        seed.copy_from_slice(der.get(16..48)?);
+        Some(seed)
+    }
+
+    /// The 32-byte Ed25519 public key (RFC 8032), or `None` for other algorithms.
+    pub fn ed25519_public_key(&self) -> Option<[u8; 32]> {
+        ed25519_public_key_from_spki(&self.spki)
+    }
+
     /// The algorithm of this key.
     pub fn algorithm(&self) -> KeyAlgorithm {
         self.algorithm
@@ -307,6 +343,32 @@ mod tests {
             [0xe3, 0xb0, 0xc4, 0x42],
             "SHA-256 of the empty string"
         );
+    }
+
+    #[test]
+    fn ed25519_seed_and_public_key_are_the_keys() {
+        let key = KeyPair::generate(KeyAlgorithm::Ed25519).unwrap();
+        let seed = key.ed25519_seed().unwrap();
+        let public = key.ed25519_public_key().unwrap();
+        // The seed signs as the key does (Ed25519 is deterministic), and ring derives the same
+        // public key from it.
+        let ring_pair =
+            ring::signature::Ed25519KeyPair::from_seed_and_public_key(&seed[..], &public).unwrap();
+        assert_eq!(
+            ring_pair.sign(b"m").as_ref(),
+            key.sign(b"m").unwrap().as_slice()
+        );
+        // A reloaded key has the same seed.
+        let again = KeyPair::from_pkcs8_pem(&key.to_pkcs8_pem()).unwrap();
+        assert_eq!(*again.ed25519_seed().unwrap(), *seed);
+        assert_eq!(ed25519_public_key_from_spki(key.spki_der()), Some(public));
+
+        let p256 = KeyPair::generate(KeyAlgorithm::EcdsaP256).unwrap();
+        assert!(p256.ed25519_seed().is_none());
+        assert!(p256.ed25519_public_key().is_none());
+        assert!(ed25519_public_key_from_spki(p256.spki_der()).is_none());
+        assert!(ed25519_public_key_from_spki(&key.spki_der()[1..]).is_none());
+        assert!(ed25519_public_key_from_spki(b"").is_none());
     }
 
     #[test]

@@ -20,9 +20,10 @@ pub use cert::{PeerCert, cert_key_id, self_signed_cert};
 pub use error::{Error, ErrorKind, Result};
 pub use httpkey::{Host, HttpKeyUrl};
 pub use identity::Identity;
-pub use key::{KEY_ID_LEN, KeyAlgorithm, KeyId, KeyPair};
+pub use key::{KEY_ID_LEN, KeyAlgorithm, KeyId, KeyPair, ed25519_public_key_from_spki};
 pub use keystore::Keystore;
 pub use tls::{ClientAuth, Peer};
+pub use zeroize::Zeroizing;
 
 /// Entry points for the fuzz targets in `fuzz/`; not part of the API. A fuzz target reports a
 /// finding by panicking, so panics are this module's purpose.

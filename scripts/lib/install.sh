@@ -70,6 +70,24 @@ ensure_iproute2() {
     fi
 }
 
+# C tor's `tor` and `tor-gencert`, for the private Tor network on loopback (scripts/tor-testnet)
+# that the tor-transport tests run on. Debian's package may try to start its own system tor
+# service; scripts/tor-testnet neither uses nor disturbs it.
+ensure_tor() {
+    # Debian installs tor in /usr/sbin, which an ordinary user's PATH lacks.
+    case ":$PATH:" in
+        *:/usr/sbin:*) ;;
+        *) PATH="$PATH:/usr/sbin" ;;
+    esac
+    command -v tor >/dev/null 2>&1 && command -v tor-gencert >/dev/null 2>&1 && return 0
+    apt_install "the Tor test network" tor || return 1
+    hash -r
+    if ! command -v tor >/dev/null 2>&1 || ! command -v tor-gencert >/dev/null 2>&1; then
+        echo "error: tor or tor-gencert is still missing after installing tor" >&2
+        return 1
+    fi
+}
+
 # ensure_cargo_tool TOOL... — cargo subcommands, from crates.io.
 ensure_cargo_tool() {
     local tool

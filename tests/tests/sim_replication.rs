@@ -12,31 +12,28 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod couch_streams;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use adhoc_wireless::sim::{
-    LinkParams, Mobility, Point, Rng, SimClock, SimNode, World, WorldConfig,
-};
-use adhoc_wireless::{Address, Advert, Discovery, Event, Inbound, Link, PeerId, Plugin};
-use axum::http::request::Parts;
+use adhoc_wireless::sim::{LinkParams, Mobility, Point, SimClock, SimNode, World, WorldConfig};
+use adhoc_wireless::{Address, Advert, Discovery, Event, Link, PeerId, Plugin};
 use couch_sync::replicate::{
     BoxStream, Connecting, Connector, Endpoint, Remote, Replication, ReplicationOptions,
     RetryPolicy,
 };
-use couch_sync::server::{Authorize, Decision, Operation, ServerConfig, router};
-use couch_sync::{AllDocsQuery, Database, DocUpdate, Encoding, Store, StoreConfig};
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
-use public_key_identity::tls::{client_config, server_config, server_name};
-use public_key_identity::{ClientAuth, Identity, KeyAlgorithm, KeyId, Peer};
+use couch_sync::server::{ServerConfig, router};
+use couch_sync::{Database, Store, StoreConfig};
+use public_key_identity::tls::{client_config, server_name};
+use public_key_identity::{Identity, KeyAlgorithm, KeyId};
 use serde_json::{Value, json};
+
+use couch_streams::{ATTACHMENT_BYTES, DOCS, OnlyKey, attachment_bytes, doc_count, seed, serve};
 
 /// The simulated wall clock starts on 2026-01-01 (couch-sync's clock counts from the epoch).
 const EPOCH_MS: u64 = 1_767_225_600_000;
-const DOCS: usize = 300;
-const ATTACHMENT_BYTES: usize = 96 * 1024;
 
 /// couch-sync's clock on the world's time.
 struct WorldClock(SimClock);
@@ -86,105 +83,6 @@ impl Connector for SimTls {
     }
 }
 
-/// Admits only requests whose TLS client proved this key.
-struct OnlyKey(KeyId);
-
-impl Authorize for OnlyKey {
-    fn authorize(&self, request: &Parts, _: &Operation<'_>) -> Decision {
-        match request.extensions.get::<Peer>() {
-            Some(Peer::Key(k)) if *k == self.0 => Decision::Allow,
-            _ => Decision::Forbidden("not the paired key".to_owned()),
-        }
-    }
-}
-
-/// Serves `app` in mutual TLS on every stream `node` accepts; counts failed handshakes.
-fn serve(
-    node: &SimNode,
-    identity: &Identity,
-    app: axum::Router,
-    failed: Arc<AtomicUsize>,
-) -> tokio::task::JoinHandle<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(
-        server_config(identity, ClientAuth::Required).unwrap(),
-    ));
-    let mut inbox = node.incoming().unwrap();
-    tokio::spawn(async move {
-        while let Some(inbound) = inbox.next().await {
-            let Inbound::Stream { stream, .. } = inbound else {
-                continue;
-            };
-            let (acceptor, app, failed) = (acceptor.clone(), app.clone(), failed.clone());
-            tokio::spawn(async move {
-                let tls = match acceptor.accept(stream).await {
-                    Ok(tls) => tls,
-                    Err(_) => {
-                        failed.fetch_add(1, Ordering::SeqCst);
-                        return;
-                    }
-                };
-                let peer = Peer::of(tls.get_ref().1);
-                let service = tower::service_fn(
-                    move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                        req.extensions_mut().insert(peer);
-                        tower::ServiceExt::oneshot(app.clone(), req)
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
-                    .await;
-            });
-        }
-    })
-}
-
-/// A few hundred documents and one with an attachment; returns the attachment's bytes.
-fn seed(db: &Database) -> Vec<u8> {
-    let docs = (0..DOCS)
-        .map(|i| {
-            let body = json!({"n": i, "text": format!("document number {i}"), "even": i % 2 == 0});
-            Ok(DocUpdate {
-                id: Some(format!("doc-{i:04}")),
-                body: body.as_object().unwrap().clone(),
-                ..DocUpdate::default()
-            })
-        })
-        .collect();
-    let written = db.bulk_docs(docs, true).unwrap();
-    assert!(written.iter().all(|r| r.result.is_ok()));
-    let mut rng = Rng::new(42);
-    let content: Vec<u8> = (0..ATTACHMENT_BYTES)
-        .map(|_| rng.next_u64() as u8)
-        .collect();
-    let prepared = couch_sync::PreparedAttachment::from_bytes(
-        "application/octet-stream",
-        &content,
-        false,
-        &std::env::temp_dir(),
-    )
-    .unwrap();
-    db.put_attachment("with-attachment", None, "blob.bin", prepared)
-        .unwrap();
-    content
-}
-
-fn doc_count(db: &Database) -> usize {
-    db.all_docs(&AllDocsQuery::default(), None)
-        .unwrap()
-        .rows
-        .len()
-}
-
-fn attachment_bytes(db: &Database) -> Vec<u8> {
-    let (_, att) = db.attachment("with-attachment", "blob.bin", None).unwrap();
-    assert_eq!(att.encoding, Encoding::Identity);
-    let mut out = Vec::new();
-    for i in 0..att.chunks() {
-        out.extend(db.attachment_chunk(&att, i).unwrap());
-    }
-    out
-}
-
 struct Scene {
     world: World,
     client: SimNode,
@@ -227,7 +125,12 @@ async fn scene() -> Scene {
         Arc::new(OnlyKey(client_identity.key_id())),
     );
     let failed_handshakes = Arc::new(AtomicUsize::new(0));
-    let server_task = serve(&server, &server_identity, app, failed_handshakes.clone());
+    let server_task = serve(
+        server.incoming().unwrap(),
+        &server_identity,
+        app,
+        failed_handshakes.clone(),
+    );
     server
         .advertise(Advert::key(server_identity.key_id(), b"couchdb".to_vec()).unwrap())
         .unwrap();
