@@ -459,3 +459,72 @@ impl Link for Tor {
         lock(&self.inner.incoming).take()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+    use crate::config::{Authority, Fallback, PrivateNetwork};
+
+    /// A private network nobody runs (bootstrapping fails quietly on 127.0.0.1:9).
+    fn nowhere() -> PrivateNetwork {
+        PrivateNetwork {
+            authorities: vec![Authority {
+                name: "a".into(),
+                v3ident: "0123456789ABCDEF0123456789ABCDEF01234567".into(),
+                dir_addr: "127.0.0.1:9".parse().unwrap(),
+            }],
+            fallbacks: vec![Fallback {
+                rsa_identity: "89ABCDEF0123456789ABCDEF0123456789ABCDEF".into(),
+                ed25519_identity: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
+                or_addr: "127.0.0.1:9".parse().unwrap(),
+            }],
+            hsdir_interval_minutes: Some(8),
+            ipv4_family_prefix: Some(33),
+            allow_local_addrs: true,
+        }
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn state_lives_in_private_directories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("tor");
+        let tor = Tor::start(TorConfig::private(&data, nowhere()))
+            .await
+            .unwrap();
+        for dir in [data.clone(), data.join("state"), data.join("cache")] {
+            assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+        }
+        assert!(!tor.status().bootstrap.ready);
+        tor.shutdown();
+    }
+
+    #[tokio::test]
+    async fn a_data_directory_others_can_write_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("tor");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = Tor::start(TorConfig::private(&data, nowhere()))
+            .await
+            .expect_err("a world-writable data directory must be refused");
+        eprintln!("{err}");
+        assert_eq!(err.kind(), crate::ErrorKind::LocalIo, "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_private_network_description_that_cannot_work_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut net = nowhere();
+        net.fallbacks[0].ed25519_identity = "not base64!".into();
+        let err = Tor::start(TorConfig::private(tmp.path(), net))
+            .await
+            .expect_err("refused");
+        assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+    }
+}
