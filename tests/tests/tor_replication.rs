@@ -92,7 +92,8 @@ async fn testnet(test: &str) -> Option<PrivateNetwork> {
 
 async fn tor(net: &PrivateNetwork, dir: &std::path::Path) -> Tor {
     let mut config = TorConfig::private(dir, net.clone());
-    config.connect_timeout = Duration::from_secs(90);
+    // Short attempts, retried by the tests: a circuit that stalls is given up and rebuilt.
+    config.connect_timeout = Duration::from_secs(30);
     Tor::start(config).await.unwrap()
 }
 

@@ -134,6 +134,16 @@ fn client_config(config: &TorConfig) -> Result<TorClientConfig> {
     if let Network::Private(net) = &config.network {
         let bad = |what: &str, v: &str| Error::InvalidConfig(format!("{what} {v:?}"));
         let tn = b.tor_network();
+        // The list accessors start from arti's built-in lists (the public network's
+        // authorities and fallbacks): replace them, never add to them.
+        {
+            let auth = tn.authorities();
+            auth.v3idents().clear();
+            auth.uploads().clear();
+            auth.downloads().clear();
+            auth.votes().clear();
+        }
+        tn.fallback_caches().clear();
         for a in &net.authorities {
             let id = RsaIdentity::from_hex(&a.v3ident)
                 .ok_or_else(|| bad("authority v3ident", &a.v3ident))?;
@@ -255,7 +265,21 @@ impl Tor {
             .client
             .bootstrap()
             .await
-            .map_err(|e| tor_error("bootstrapping", &e))
+            .map_err(|e| tor_error("bootstrapping", &e))?;
+        // The snapshot says so at once (the event watcher may not have run yet).
+        let mut b = bootstrap_of(&self.inner.client.bootstrap_status());
+        b.ready = true;
+        b.blocked = None;
+        let changed = {
+            let mut st = lock(&self.inner.status);
+            let changed = st.bootstrap != b;
+            st.bootstrap = b.clone();
+            changed
+        };
+        if changed {
+            let _ = self.inner.events.send(TorEvent::Bootstrap(b));
+        }
+        Ok(())
     }
 
     /// Everything at once.
@@ -488,6 +512,21 @@ mod tests {
 
     fn mode(p: &Path) -> u32 {
         std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_private_network_replaces_the_public_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = client_config(&TorConfig::private(tmp.path(), nowhere())).unwrap();
+        let net = config.dir_mgr_config().unwrap();
+        let text = format!("{:?}", net.network);
+        // Our one authority and one fallback, and none of the public network's.
+        assert_eq!(net.network.authorities().v3idents().len(), 1, "{text}");
+        assert_eq!(net.network.fallback_caches().len(), 1, "{text}");
+        assert!(
+            !text.contains("27102BC123E7AF1D4741AE047E160C91ADC76B21"),
+            "bastet"
+        );
     }
 
     #[tokio::test]

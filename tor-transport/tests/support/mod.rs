@@ -58,7 +58,8 @@ pub async fn testnet(test: &str) -> Option<PrivateNetwork> {
 /// A client on `net` with its state in `dir`.
 pub async fn tor(net: &PrivateNetwork, dir: &Path) -> Tor {
     let mut config = TorConfig::private(dir, net.clone());
-    config.connect_timeout = Duration::from_secs(90);
+    // Short attempts, retried by the tests: a circuit that stalls is given up and rebuilt.
+    config.connect_timeout = Duration::from_secs(30);
     Tor::start(config).await.unwrap()
 }
 
