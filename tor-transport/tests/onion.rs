@@ -284,8 +284,10 @@ async fn a_restarted_service_keeps_its_address() {
             .await
             .unwrap();
         assert_eq!(first_line(&mut tls).await, client_id.key_id().to_string());
-        service.shutdown();
+        // The client's shutdown stops its services too.
         server.shutdown();
+        assert_eq!(service.status().unwrap().state, ServiceState::Shutdown);
+        drop(service);
         url
     };
 

@@ -61,6 +61,8 @@ pub(crate) struct Inner {
     inbound: mpsc::Sender<Inbound>,
     incoming: Mutex<Option<Incoming>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The services it hosts (to stop them on shutdown).
+    services: Mutex<Vec<std::sync::Weak<service::Running>>>,
 }
 
 #[derive(Default)]
@@ -216,6 +218,7 @@ impl Tor {
             inbound,
             incoming: Mutex::new(Some(incoming)),
             tasks: Mutex::new(Vec::new()),
+            services: Mutex::new(Vec::new()),
         });
         let tor = Tor { inner };
         tor.spawn_bootstrap();
@@ -359,9 +362,14 @@ impl Tor {
         Ok(())
     }
 
-    /// Stops every hosted service and the client's tasks. Streams already open stay open until
-    /// their ends close.
+    /// Stops every hosted service (their descriptors expire on the directories) and the
+    /// client's background tasks. Streams already open stay open until their ends close.
     pub fn shutdown(&self) {
+        for service in lock(&self.inner.services).drain(..) {
+            if let Some(service) = service.upgrade() {
+                service.stop();
+            }
+        }
         for t in lock(&self.inner.tasks).drain(..) {
             t.abort();
         }
@@ -407,6 +415,12 @@ impl Inner {
         if let Some(s) = event {
             let _ = self.events.send(TorEvent::Service(s));
         }
+    }
+
+    fn add_running(&self, running: std::sync::Weak<service::Running>) {
+        let mut services = lock(&self.services);
+        services.retain(|s| s.strong_count() > 0);
+        services.push(running);
     }
 
     pub(crate) fn add_service(&self, status: ServiceStatus) {

@@ -73,13 +73,31 @@ impl ServiceOptions {
     }
 }
 
-/// A running onion service. Dropping it (or [`shutdown`](Self::shutdown)) stops it.
+/// What stops a service: arti's handle (dropping the last one stops it) and our tasks. Shared
+/// by the [`OnionService`] and its [`Tor`], so either can stop it.
+#[derive(Default)]
+pub(super) struct Running {
+    running: std::sync::Mutex<Option<Arc<RunningOnionService>>>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Running {
+    /// Stops it (idempotent).
+    pub(super) fn stop(&self) {
+        for t in lock(&self.tasks).drain(..) {
+            t.abort();
+        }
+        lock(&self.running).take();
+    }
+}
+
+/// A running onion service. Dropping it (or [`shutdown`](Self::shutdown), or
+/// [`Tor::shutdown`]) stops it.
 pub struct OnionService {
     url: HttpKeyUrl,
     onion: String,
     tor: Weak<Inner>,
-    running: Option<Arc<RunningOnionService>>,
-    tasks: Vec<JoinHandle<()>>,
+    running: Arc<Running>,
 }
 
 impl std::fmt::Debug for OnionService {
@@ -114,10 +132,7 @@ impl OnionService {
     }
 
     fn stop(&mut self) {
-        for t in self.tasks.drain(..) {
-            t.abort();
-        }
-        self.running = None;
+        self.running.stop();
         if let Some(tor) = self.tor.upgrade() {
             tor.service_status(&self.onion, |s| {
                 s.state = ServiceState::Shutdown;
@@ -270,12 +285,15 @@ pub(super) fn launch(
         }
     });
 
+    let handle = Arc::new(Running::default());
+    *lock(&handle.running) = Some(running);
+    lock(&handle.tasks).extend([watch, serve]);
+    inner.add_running(Arc::downgrade(&handle));
     Ok(OnionService {
         url,
         onion,
         tor: Arc::downgrade(inner),
-        running: Some(running),
-        tasks: vec![watch, serve],
+        running: handle,
     })
 }
 
