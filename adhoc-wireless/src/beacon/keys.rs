@@ -50,14 +50,17 @@ impl BeaconKey {
         Self::from_seed(&seed)
     }
 
-    /// From an identity key pair (Ed25519 only), through its PKCS#8 serialisation.
+    /// From an identity key pair (Ed25519 only).
     pub fn from_keypair(key: &KeyPair) -> Result<BeaconKey> {
         if key.algorithm() != KeyAlgorithm::Ed25519 {
             return Err(BeaconError::InvalidKey(
                 "beacons need an Ed25519 identity key",
             ));
         }
-        Self::from_pkcs8(key.to_private_key_der().secret_der())
+        let seed = key.ed25519_seed().ok_or(BeaconError::InvalidKey(
+            "the Ed25519 seed could not be read",
+        ))?;
+        Self::from_seed(&seed)
     }
 
     pub(super) fn from_seed(seed: &[u8; 32]) -> Result<BeaconKey> {
