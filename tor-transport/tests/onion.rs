@@ -265,7 +265,11 @@ async fn a_restarted_service_keeps_its_address() {
     let Some(net) = testnet("onion::restart").await else {
         return;
     };
-    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let dirs = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
     let server_id = Identity::generate(KeyAlgorithm::Ed25519).unwrap();
     let client_id = Identity::generate(KeyAlgorithm::Ed25519).unwrap();
     let client = tor(&net, dirs.1.path()).await;
@@ -279,19 +283,27 @@ async fn a_restarted_service_keeps_its_address() {
         let (tx, _m) = tokio::sync::mpsc::unbounded_channel();
         let _echo = tls_echo(Link::incoming(&server).unwrap(), &server_id, tx);
         let url = service.url().clone();
-        let (stream, _) = connect_until_reachable(&client, &url, Duration::from_secs(180)).await;
+        let (stream, waited) =
+            connect_until_reachable(&client, &url, Duration::from_secs(180)).await;
+        eprintln!("reachable {waited} ms after the launch");
         let mut tls = pinned_tls(stream, url.key_id(), &client_id, service.onion())
             .await
             .unwrap();
         assert_eq!(first_line(&mut tls).await, client_id.key_id().to_string());
-        // The client's shutdown stops its services too.
+        // The client's shutdown stops its services too; closing it lets go of the directory,
+        // as the end of a process does.
         server.shutdown();
         assert_eq!(service.status().unwrap().state, ServiceState::Shutdown);
         drop(service);
+        tokio::time::timeout(Duration::from_secs(60), server.close())
+            .await
+            .expect("arti let go of the data directory");
         url
     };
 
-    // A new process, the same data directory and key: the same address, reachable again.
+    // A new process, the same data directory and key: the same address, reachable again, by
+    // someone who never saw the old instance's descriptor.
+    let client = tor(&net, dirs.2.path()).await;
     let server = tor(&net, dirs.0.path()).await;
     let service = server
         .host(server_id.key(), ServiceOptions::new(PORT))

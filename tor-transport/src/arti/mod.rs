@@ -379,6 +379,16 @@ impl Tor {
         }
     }
 
+    /// [`shutdown`](Self::shutdown), then waits until arti has let go of the data directory
+    /// (its state lock) — what restarting on the same directory within one process needs. It
+    /// waits for every clone of this handle to be dropped too.
+    pub async fn close(self) {
+        self.shutdown();
+        let stopped = self.inner.client.wait_for_stop();
+        drop(self);
+        stopped.await;
+    }
+
     pub(crate) fn inner(&self) -> &Arc<Inner> {
         &self.inner
     }
