@@ -5,6 +5,7 @@ pub mod beacon;
 pub mod clock;
 mod discovery;
 mod error;
+pub mod frame;
 mod link;
 #[cfg(feature = "mdns")]
 pub mod mdns;

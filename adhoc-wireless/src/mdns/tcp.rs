@@ -41,31 +41,8 @@ use crate::error::{Error, Result};
 use crate::link::{BoxedStream, Inbound, Incoming, MAX_MESSAGE_BYTES};
 use crate::peer::{Address, Transport};
 
-/// First byte of a stream connection.
-pub const KIND_STREAM: u8 = 0x01;
-/// First byte of a message connection.
-pub const KIND_MESSAGE: u8 = 0x02;
-/// Answer: accepted.
-pub const ACCEPTED: u8 = 0x00;
-/// Answer: refused, the inbound queue is full.
-pub const REFUSED: u8 = 0x01;
-
-/// The bytes that open a message connection carrying `message`.
-pub(crate) fn message_frame(message: &[u8]) -> Result<Vec<u8>> {
-    let len = u32::try_from(message.len())
-        .ok()
-        .filter(|&n| n as usize <= MAX_MESSAGE_BYTES)
-        .ok_or(Error::TooLarge {
-            what: "message",
-            size: message.len(),
-            limit: MAX_MESSAGE_BYTES,
-        })?;
-    let mut out = Vec::with_capacity(5 + message.len());
-    out.push(KIND_MESSAGE);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(message);
-    Ok(out)
-}
+use crate::frame::message_frame;
+pub use crate::frame::{ACCEPTED, KIND_MESSAGE, KIND_STREAM, REFUSED};
 
 /// `fut`, or `None` once `ms` milliseconds have passed on `clock`.
 pub(crate) async fn within<T>(
