@@ -64,7 +64,11 @@ impl Connector for OnionTls {
 }
 
 async fn testnet(test: &str) -> Option<PrivateNetwork> {
-    let Some((net, ready)) = PrivateNetwork::from_env().unwrap() else {
+    let clock = TokioClock::default();
+    let Some(net) = PrivateNetwork::from_env_when_ready(&clock, Duration::from_secs(300))
+        .await
+        .unwrap()
+    else {
         let line = format!("SKIPPED ({test}): no private Tor network ({TESTNET_ENV} is not set)");
         assert!(
             std::env::var_os("CI").is_none(),
@@ -74,19 +78,6 @@ async fn testnet(test: &str) -> Option<PrivateNetwork> {
         println!("!!!!!!!! {line}");
         return None;
     };
-    let clock = TokioClock::default();
-    let start = clock.now_millis();
-    while let Some(ready) = ready.as_ref().filter(|r| !r.exists()) {
-        if let Ok(why) = std::fs::read_to_string(ready.with_file_name("failed")) {
-            panic!("the private Tor network failed to come up: {why}");
-        }
-        assert!(
-            clock.now_millis() - start < 300_000,
-            "the private Tor network was not usable within 300 s ({})",
-            ready.display()
-        );
-        clock.sleep(Duration::from_millis(250)).await;
-    }
     Some(net)
 }
 

@@ -210,6 +210,37 @@ impl PrivateNetwork {
         }
     }
 
+    /// [`from_env`](Self::from_env), once the network is usable: waits (polling on `clock`)
+    /// until its ready file exists, for at most `within`; an error if it failed to come up
+    /// (the script's `failed` file) or did not in time. `None` when no network is described.
+    pub async fn from_env_when_ready(
+        clock: &dyn adhoc_wireless::Clock,
+        within: std::time::Duration,
+    ) -> Result<Option<PrivateNetwork>> {
+        let Some((net, ready)) = Self::from_env()? else {
+            return Ok(None);
+        };
+        let Some(ready) = ready else {
+            return Ok(Some(net));
+        };
+        let start = clock.now_millis();
+        while !ready.exists() {
+            if let Ok(why) = std::fs::read_to_string(ready.with_file_name("failed")) {
+                return Err(Error::NotBootstrapped(format!(
+                    "the private Tor network failed to come up: {why}"
+                )));
+            }
+            if clock.now_millis().saturating_sub(start) > within.as_millis() as u64 {
+                return Err(Error::NotBootstrapped(format!(
+                    "the private Tor network was not usable within {within:?} ({} missing)",
+                    ready.display()
+                )));
+            }
+            clock.sleep(std::time::Duration::from_millis(250)).await;
+        }
+        Ok(Some(net))
+    }
+
     /// [`from_testnet_json`](Self::from_testnet_json) of a file.
     pub fn from_testnet_file(path: &Path) -> Result<(PrivateNetwork, Option<PathBuf>)> {
         let text = std::fs::read_to_string(path)

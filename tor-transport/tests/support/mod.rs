@@ -22,7 +22,11 @@ const READY_WITHIN: Duration = Duration::from_secs(300);
 /// started — which fails under CI, where `scripts/test` always starts one.
 pub async fn testnet(test: &str) -> Option<PrivateNetwork> {
     log();
-    let Some((net, ready)) = PrivateNetwork::from_env().unwrap() else {
+    let clock = TokioClock::default();
+    let Some(net) = PrivateNetwork::from_env_when_ready(&clock, READY_WITHIN)
+        .await
+        .unwrap()
+    else {
         let line = format!(
             "SKIPPED ({test}): no private Tor network ({TESTNET_ENV} is not set; run the tests \
              through `scripts/test`, or `scripts/tor-testnet run cargo nextest run ...`)"
@@ -35,23 +39,6 @@ pub async fn testnet(test: &str) -> Option<PrivateNetwork> {
         println!("!!!!!!!! {line}");
         return None;
     };
-    if let Some(ready) = ready {
-        let clock = TokioClock::default();
-        let start = clock.now_millis();
-        let failed = ready.with_file_name("failed");
-        while !ready.exists() {
-            if let Ok(why) = std::fs::read_to_string(&failed) {
-                panic!("the private Tor network failed to come up: {why}");
-            }
-            let waited = Duration::from_millis(clock.now_millis() - start);
-            assert!(
-                waited < READY_WITHIN,
-                "the private Tor network was not usable within {READY_WITHIN:?} ({} missing)",
-                ready.display()
-            );
-            clock.sleep(Duration::from_millis(250)).await;
-        }
-    }
     Some(net)
 }
 
