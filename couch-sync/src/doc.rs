@@ -420,7 +420,8 @@ pub fn parse_bulk_docs(
     Ok((docs, new_edits))
 }
 
-/// MD5 of bytes.
+/// MD5 of bytes (the replicator's replication ids).
+#[cfg(feature = "client")]
 pub(crate) fn md5_of(bytes: &[u8]) -> [u8; 16] {
     use md5::Digest;
     md5::Md5::digest(bytes).into()

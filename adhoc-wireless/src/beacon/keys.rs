@@ -9,6 +9,7 @@ use curve25519_dalek::montgomery::MontgomeryPoint;
 use public_key_identity::{KeyAlgorithm, KeyId, KeyPair};
 use ring::signature::KeyPair as _;
 use ring::{digest, signature};
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::{BeaconError, Result};
@@ -108,6 +109,24 @@ impl BeaconKey {
         }
     }
 
+    /// This key's X25519 public key (the Montgomery form of the Ed25519 public key), as other
+    /// protocols that seal to an identity key put it on the wire or into a key schedule.
+    pub fn x25519_public(&self) -> [u8; 32] {
+        self.x25519.to_bytes()
+    }
+
+    /// `X25519(this key's secret, their_x25519)` (RFC 7748), for protocols other than beacons
+    /// that open what was sealed to this identity with an ephemeral X25519 key.
+    ///
+    /// `None` when the result is all zeros, that is when `their_x25519` is a point of small
+    /// order (RFC 7748 §6.1): the shared secret would then be known to everybody, so the caller
+    /// must refuse the input. The check is constant-time; the result is zeroed when dropped.
+    pub fn diffie_hellman(&self, their_x25519: &[u8; 32]) -> Option<Zeroizing<[u8; 32]>> {
+        let shared = self.dh(&MontgomeryPoint(*their_x25519));
+        let zero: bool = shared.ct_eq(&[0u8; 32]).into();
+        (!zero).then_some(shared)
+    }
+
     /// `X25519(this key, point)`.
     pub(super) fn dh(&self, point: &MontgomeryPoint) -> Zeroizing<[u8; 32]> {
         Zeroizing::new(point.mul_clamped(*self.scalar).to_bytes())
@@ -154,6 +173,12 @@ impl Recipient {
     /// The recipient's key id.
     pub fn key_id(&self) -> KeyId {
         ed25519_key_id(&self.ed25519)
+    }
+
+    /// The recipient's X25519 public key (the Montgomery form of its Ed25519 key), to seal to
+    /// it with an ephemeral X25519 key; [`BeaconKey::diffie_hellman`] is the recipient's side.
+    pub fn x25519_public(&self) -> [u8; 32] {
+        self.x25519.to_bytes()
     }
 }
 
@@ -284,6 +309,46 @@ mod tests {
         assert_eq!(from_v1.x25519, from_v2.x25519);
         assert!(BeaconKey::from_pkcs8(&v1[..47]).is_err());
         assert!(BeaconKey::from_pkcs8(b"").is_err());
+    }
+
+    #[test]
+    fn public_accessors_and_diffie_hellman_agree() {
+        let alice = BeaconKey::from_seed(&[1; 32]).unwrap();
+        let bob = BeaconKey::from_seed(&[2; 32]).unwrap();
+        assert_eq!(alice.x25519_public(), alice.recipient().x25519_public());
+        assert_eq!(
+            Recipient::from_ed25519(alice.ed25519_public())
+                .unwrap()
+                .x25519_public(),
+            alice.x25519_public()
+        );
+        // An ephemeral key on one side, the identity key on the other.
+        let ephemeral = [9u8; 32];
+        let ephemeral_public = MontgomeryPoint::mul_base_clamped(ephemeral).to_bytes();
+        let sender_side = MontgomeryPoint(bob.recipient().x25519_public())
+            .mul_clamped(ephemeral)
+            .to_bytes();
+        let bob_side = bob.diffie_hellman(&ephemeral_public).unwrap();
+        assert_eq!(*bob_side, sender_side);
+        assert_ne!(
+            *alice.diffie_hellman(&ephemeral_public).unwrap(),
+            sender_side
+        );
+        // Static-static agrees both ways.
+        assert_eq!(
+            *alice.diffie_hellman(&bob.x25519_public()).unwrap(),
+            *bob.diffie_hellman(&alice.x25519_public()).unwrap()
+        );
+        // Points of small order give an all-zero secret and are refused: u = 0, u = 1, and
+        // u = p - 1 (all of order ≤ 4 on Curve25519 or its twist).
+        let mut p_minus_1 = [0xffu8; 32];
+        p_minus_1[0] = 0xec;
+        p_minus_1[31] = 0x7f;
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        for small in [[0u8; 32], one, p_minus_1] {
+            assert!(bob.diffie_hellman(&small).is_none(), "{small:02x?}");
+        }
     }
 
     #[test]
