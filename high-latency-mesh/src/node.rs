@@ -34,7 +34,8 @@
 //! itself. When the room cannot be made the message is refused ([`Node::accept`] leaves it out;
 //! [`Node::send`] fails with [`Error::QuotaExceeded`]). Room for an accepted message is made
 //! (evicting) when it is accepted, so the database never holds more than the quota while the
-//! transfer runs.
+//! transfer runs; a reservation whose pull never reports back is released after
+//! [`NodeConfig::reservation_ms`].
 //!
 //! # The session protocol
 //!
@@ -139,6 +140,11 @@ pub struct NodeConfig {
     pub max_delivered: usize,
     /// Destinations the router remembers encounters with. Default 256.
     pub encounter_capacity: usize,
+    /// How long room reserved by [`Node::accept`] waits for [`Node::on_pulled`] before it is
+    /// released anyway (a session that died without calling it must not shrink the quota for
+    /// good; a document that arrives later is swept). Default 15 minutes, longer than a pull
+    /// may take.
+    pub reservation_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -154,6 +160,7 @@ impl Default for NodeConfig {
             max_receipts: 4096,
             max_delivered: 4096,
             encounter_capacity: 256,
+            reservation_ms: 15 * 60_000,
         }
     }
 }
@@ -227,7 +234,8 @@ pub struct Node {
     router: Router,
     carried: BTreeMap<MessageId, MessageInfo>,
     inbox: BTreeMap<MessageId, Delivered>,
-    reserved: BTreeMap<MessageId, u64>,
+    /// Room reserved for accepted messages in transit: size, and until when.
+    reserved: BTreeMap<MessageId, (u64, u64)>,
     delivered: BTreeMap<MessageId, u64>,
     receipts: BTreeMap<MessageId, (Receipt, u64)>,
     sweep_since: Option<u64>,
@@ -523,7 +531,7 @@ impl Node {
     /// never more than [`NodeConfig::quota_bytes`].
     pub fn stored_bytes(&self) -> u64 {
         let held: u64 = self.carried.values().map(|m| m.held.size).sum();
-        held.saturating_add(self.reserved.values().sum::<u64>())
+        held.saturating_add(self.reserved.values().map(|(size, _)| size).sum::<u64>())
     }
 
     /// The ids of the messages held (outbox, relayed and inbox).
@@ -829,6 +837,7 @@ impl Node {
     /// nor those that do not fit the quota after eviction (see the [module docs](self)). Room
     /// for the accepted ones is reserved (evicting now) until [`on_pulled`](Self::on_pulled).
     pub fn accept(&mut self, offers: &OfferList, now_ms: u64) -> Result<Accept> {
+        self.release_stale(now_ms);
         let min_size = len_u64(Header::LEN) + 16;
         let mut candidates: Vec<(MessageId, u64)> = Vec::new();
         for item in offers.items.iter().take(MAX_ITEMS) {
@@ -879,7 +888,10 @@ impl Node {
                 Err(Error::QuotaExceeded { .. }) => continue,
                 Err(e) => return Err(e),
             }
-            self.reserved.insert(id, size);
+            self.reserved.insert(
+                id,
+                (size, now_ms.saturating_add(self.config.reservation_ms)),
+            );
             ids.push(id.to_hex());
         }
         if self.reserved.is_empty() {
@@ -907,7 +919,7 @@ impl Node {
             let Ok(id) = MessageId::from_hex(hex) else {
                 continue;
             };
-            let Some(size) = self.reserved.remove(&id) else {
+            let Some((size, _)) = self.reserved.remove(&id) else {
                 continue;
             };
             let Some(item) = offers.items.iter().find(|i| i.id == *hex) else {
@@ -1171,6 +1183,10 @@ impl Node {
     /// [`take_delivered`](Self::take_delivered)), receipts and delivered ids. Returns how many
     /// messages were deleted.
     pub fn expire(&mut self, now_ms: u64) -> Result<usize> {
+        self.release_stale(now_ms);
+        if self.reserved.is_empty() && self.sweep_since.is_some() {
+            self.sweep()?;
+        }
         let messages: Vec<MessageId> = self
             .carried
             .iter()
@@ -1192,6 +1208,11 @@ impl Node {
             self.db.put(None, update, true)?;
         }
         Ok(messages.len())
+    }
+
+    /// Releases reservations whose pull never reported back.
+    fn release_stale(&mut self, now_ms: u64) {
+        self.reserved.retain(|_, (_, until)| *until > now_ms);
     }
 
     fn delivered_doc(&self) -> DocUpdate {

@@ -58,7 +58,7 @@ pub struct Directed {
     /// Copies a new message starts with (binary spray while a holder has more than one).
     pub copies: u16,
     /// A single copy moves to a peer only if the peer's last encounter with the destination is
-    /// at least this much more recent than ours (ms). Default 5 minutes.
+    /// at least this much more recent than ours (ms). Default 15 minutes.
     pub focus_gain_ms: u64,
     /// A single copy is handed on in the focus phase at most this many times. Default 2.
     pub max_focus_hops: u8,
@@ -75,7 +75,7 @@ impl Default for Directed {
     fn default() -> Directed {
         Directed {
             copies: 10,
-            focus_gain_ms: 5 * 60_000,
+            focus_gain_ms: 15 * 60_000,
             max_focus_hops: 2,
             transitive_penalty_ms: 2 * 60_000,
             activity_half_life_ms: 20 * 60_000,
@@ -264,6 +264,11 @@ impl Router {
             met: self.encounters.summary(limit),
             activity: self.encounters.activity(now_ms, self.half_life()),
         }
+    }
+
+    /// This node's activity now (see [`Encounters::activity`]; 0 outside the directed mode).
+    pub fn activity(&self, now_ms: u64) -> u64 {
+        self.encounters.activity(now_ms, self.half_life())
     }
 
     fn half_life(&self) -> u64 {
@@ -494,8 +499,16 @@ impl Encounters {
     /// The `limit` most recent encounters, most recent first: what this node tells a peer.
     pub fn summary(&self, limit: usize) -> Vec<(Tag, u64)> {
         let mut all: Vec<(Tag, u64)> = self.last.iter().map(|(t, at)| (*t, *at)).collect();
-        all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        all.truncate(limit);
+        let order = |a: &(Tag, u64), b: &(Tag, u64)| b.1.cmp(&a.1).then(a.0.cmp(&b.0));
+        if limit == 0 {
+            return Vec::new();
+        }
+        if all.len() > limit {
+            // The `limit` most recent first (linear), then only those sorted.
+            all.select_nth_unstable_by(limit - 1, order);
+            all.truncate(limit);
+        }
+        all.sort_unstable_by(order);
         all
     }
 }
@@ -667,6 +680,23 @@ mod tests {
         assert_eq!(r.encounters().activity(u64::MAX, half), 0);
         assert_eq!(decay(u64::MAX, u64::MAX, 1), 0);
         assert_eq!(decay(1000, 5, 0), 0);
+    }
+
+    #[test]
+    fn a_summary_is_the_most_recent_encounters_in_order() {
+        let mut e = Encounters::new(100);
+        for i in 0..60u8 {
+            // Times repeat, so ties are ordered by tag.
+            e.learn(tag(i), u64::from(i % 7) * 1000);
+        }
+        let mut naive: Vec<(Tag, u64)> = (0..60u8)
+            .map(|i| (tag(i), u64::from(i % 7) * 1000))
+            .collect();
+        naive.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        for limit in [0, 1, 5, 9, 59, 60, 61, 500] {
+            let want: Vec<(Tag, u64)> = naive.iter().take(limit).copied().collect();
+            assert_eq!(e.summary(limit), want, "limit {limit}");
+        }
     }
 
     #[test]

@@ -230,6 +230,8 @@ struct Node {
     changed: u64,
     /// Stamp of the last attempt that started nothing.
     tried: Option<u64>,
+    /// The encounter summary this node tells peers, until it learns something.
+    summary: Option<Vec<(Tag, u64)>>,
 }
 
 struct Active {
@@ -326,6 +328,7 @@ pub fn run(scenario: &Scenario, mode: &Mode) -> Result<Report> {
             last_ttl_check: 0,
             changed: 0,
             tried: None,
+            summary: None,
         });
     }
     let origin = SimTime::from_duration(scenario.warmup);
@@ -416,18 +419,16 @@ impl Sim<'_> {
         let now = self.now_ms();
         if self.nodes.first().is_some_and(|n| n.router.mode().learns()) {
             let limit = self.scenario.summary_limit;
-            let view = |s: &Sim<'_>, n: u32| {
-                s.nodes
-                    .get(n as usize)
-                    .map(|x| x.router.view(vec![node_tag(n)], limit, now))
-                    .unwrap_or_default()
-            };
-            let (va, vb) = (view(self, a), view(self, b));
+            self.cache_summary(a);
+            self.cache_summary(b);
+            let (va, vb) = (self.view(a, limit, now), self.view(b, limit, now));
             if let Some(n) = self.nodes.get_mut(a as usize) {
                 n.router.met(&vb, now);
+                n.summary = None;
             }
             if let Some(n) = self.nodes.get_mut(b as usize) {
                 n.router.met(&va, now);
+                n.summary = None;
             }
         }
         if self.receipts {
@@ -751,6 +752,35 @@ impl Sim<'_> {
         false
     }
 
+    /// What `n` tells a peer ([`Router::view`], with the summary cached until `n` learns).
+    fn view(&self, n: u32, limit: usize, now: u64) -> PeerView {
+        let Some(node) = self.nodes.get(n as usize) else {
+            return PeerView::default();
+        };
+        if !node.router.mode().learns() {
+            return node.router.view(vec![node_tag(n)], limit, now);
+        }
+        PeerView {
+            tags: vec![node_tag(n)],
+            met: match &node.summary {
+                Some(summary) => summary.clone(),
+                None => node.router.encounters().summary(limit),
+            },
+            activity: node.router.activity(now),
+        }
+    }
+
+    /// Caches `n`'s summary (see [`view`](Self::view)).
+    fn cache_summary(&mut self, n: u32) {
+        let limit = self.scenario.summary_limit;
+        if let Some(node) = self.nodes.get_mut(n as usize)
+            && node.summary.is_none()
+            && node.router.mode().learns()
+        {
+            node.summary = Some(node.router.encounters().summary(limit));
+        }
+    }
+
     /// The mode's offers, connection by connection.
     fn relay(&mut self, n: u32, now: u64) -> bool {
         let len = self.nodes.get(n as usize).map_or(0, |x| x.carried.len());
@@ -765,6 +795,9 @@ impl Sim<'_> {
             .map(|x| x.conns.clone())
             .unwrap_or_default();
         let limit = self.scenario.summary_limit;
+        for &peer in &conns {
+            self.cache_summary(peer);
+        }
         for peer in conns {
             let mut candidates = Vec::new();
             if let Some(node) = self.nodes.get(n as usize) {
@@ -776,11 +809,7 @@ impl Sim<'_> {
                     .iter()
                     .filter_map(|&i| node.carried.get(i).map(|c| c.msg))
                     .collect();
-                let view = self
-                    .nodes
-                    .get(peer as usize)
-                    .map(|p| p.router.view(vec![node_tag(peer)], limit, now))
-                    .unwrap_or_default();
+                let view = self.view(peer, limit, now);
                 let offers = node.router.offers(
                     &held,
                     &view,

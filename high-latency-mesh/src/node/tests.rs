@@ -317,6 +317,29 @@ fn accept_refuses_what_it_must_and_dedupes() {
 }
 
 #[test]
+fn a_session_that_never_reports_back_does_not_shrink_the_quota_for_good() {
+    let (pa, pb) = (place(), place());
+    let mut a = node(&pa, key(), config(Mode::Epidemic, 1 << 20));
+    let mut b = node(&pb, key(), config(Mode::Epidemic, 1 << 20));
+    let somebody = key();
+    a.send(somebody.spki_der(), b"x", NOW, 10 * HOUR).unwrap();
+    let offers = a.offers_for(&b.hello(NOW), NOW).unwrap();
+    let accept = b.accept(&offers, NOW).unwrap();
+    assert_eq!(accept.ids.len(), 1);
+    let reserved = b.stored_bytes();
+    assert!(reserved > 0);
+    // The session dies: no on_pulled. Until the reservation times out it holds...
+    let wait = b.config().reservation_ms;
+    b.expire(NOW + wait - 1).unwrap();
+    assert_eq!(b.stored_bytes(), reserved);
+    assert!(b.accept(&offers, NOW + wait - 1).unwrap().ids.is_empty());
+    // ...then it is released, and the message can be accepted again.
+    b.expire(NOW + wait).unwrap();
+    assert_eq!(b.stored_bytes(), 0);
+    assert_eq!(b.accept(&offers, NOW + wait).unwrap().ids, accept.ids);
+}
+
+#[test]
 fn receipts_clear_copies_travel_in_hellos_and_expire() {
     let (pa, pb, pc) = (place(), place(), place());
     let mut a = node(&pa, key(), config(Mode::Epidemic, 1 << 20));
