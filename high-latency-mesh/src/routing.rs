@@ -1,6 +1,6 @@
 //! Routing decisions: which carried messages to hand to a peer met now, with how many copies,
 //! and what the mesh learns from the meeting. Pure functions of (state, contact, time): no I/O,
-//! no clock, no randomness, so the simulator ([`sim`](crate::sim), feature `sim`) and the real
+//! no clock, no randomness, so the simulator (module `sim`, feature `sim`) and the real
 //! transport run the same code.
 //!
 //! # Modes
