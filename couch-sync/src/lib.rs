@@ -4,6 +4,8 @@ mod attachment;
 pub mod clock;
 pub mod doc;
 pub mod error;
+#[cfg(feature = "server")]
+mod find;
 pub mod hlc;
 pub mod json;
 pub mod mango;

@@ -53,6 +53,7 @@
 //! | `$size` | integer ≥ 0 | it is an array of that length |
 //! | `$mod` | `[divisor, remainder]`, integers, divisor ≠ 0 | it is an integer (not `4.0`) and `value % divisor == remainder` (remainder takes the sign of the value, as Erlang's `rem`) |
 //! | `$beginsWith` | string | it is a string starting with the argument |
+//! | `$regex` | string: a regular expression | it is a string containing a match of the pattern (unanchored: anchor with `^` and `$`) — see *regular expressions* below |
 //! | `$elemMatch` | selector | it is an array and at least one element matches the selector |
 //! | `$allMatch` | selector | it is a non-empty array and every element matches the selector |
 //! | `$keyMapMatch` | selector | it is an object and at least one of its *keys* (as a string) matches the selector |
@@ -60,6 +61,24 @@
 //! Inside `$elemMatch`, `$allMatch` and `$keyMapMatch` the selector applies to the element (or key):
 //! operators without a field test the element itself (`{"$elemMatch": {"$gt": 3}}`), fields look
 //! inside it (`{"$elemMatch": {"name": "x"}}`).
+//!
+//! # Regular expressions
+//!
+//! `$regex` matches as CouchDB's `re:run(Value, Regex, [{capture, none}])` does: the pattern may
+//! match anywhere in the string (`{"$regex": "ar"}` matches `"Mario"`), a field that is not a
+//! string never matches (`{"debut": {"$regex": "^19"}}` does not match `{"debut": 1981}`), and a
+//! pattern that does not compile is refused when the selector is parsed, with a 400
+//! `Bad argument for operator $regex: "(" (unclosed group)`. Flags go inside the pattern:
+//! `(?i)mario` ignores case, `(?s)` lets `.` match a newline, `(?m)` makes `^`/`$` match at line
+//! ends.
+//!
+//! Patterns are compiled once, at parse time, by the [`regex`](https://docs.rs/regex) crate, whose
+//! matching takes time linear in the pattern and the string: selectors come from peers, and
+//! `(a+)+$` on a long string cannot backtrack catastrophically here. The crate's syntax is Perl's
+//! without the features that need backtracking (see the deviations). A pattern is limited to 1024
+//! bytes, its compiled form to 1 MiB (Unicode classes are large: `\w{10}` takes about half of it,
+//! `\w{100}` is refused; `\w+` or `[a-z]{100}` are small), and a selector to 16 `$regex` members
+//! (counted anywhere in the selector JSON), which bounds the memory one selector can take.
 //!
 //! # Missing fields and negation
 //!
@@ -74,21 +93,37 @@
 //! negated condition still needs its field to exist, except that a negated `$exists` flips. So
 //! `{"$not": {"a": 1}}` and `{"a": {"$not": {"$eq": 1}}}` mean `{"a": {"$ne": 1}}` — `a` exists and is
 //! not 1 — while `{"a": {"$not": {"$exists": true}}}` matches documents without `a`. De Morgan's laws
-//! apply: `{"$not": {"$and": [x, y]}}` is `{"$or": [{"$not": x}, {"$not": y}]}`.
+//! apply: `{"$not": {"$and": [x, y]}}` is `{"$or": [{"$not": x}, {"$not": y}]}`. Operators with no
+//! complement (`$regex`, `$size`, `$type`, `$all`, `$mod`, `$beginsWith`, `$elemMatch`, ...) keep the
+//! negation, as CouchDB's `negate/1` does, so `{"a": {"$not": {"$regex": "^x"}}}` matches when `a`
+//! exists and is not a string starting with `x` (a number, say), but not when `a` is missing.
 //!
 //! # Errors
 //!
 //! [`Selector::parse`] answers 400 `bad_request` with CouchDB's reason where CouchDB has one:
-//! `Invalid operator: $foo`, `Bad argument for operator $in: 5`, `Unsupported operator: $where`,
+//! `Invalid operator: $foo`, `Bad argument for operator $in: 5` (for `$regex`, followed by why the
+//! pattern was refused), `Unsupported operator: $where`,
 //! `One or more conditions is missing a field name.` (an empty field name, or a condition with no
 //! field to apply to, such as `{"$gt": 1}`), plus `Invalid field name: a..b`,
-//! `Selector must be a JSON object`, and `Selector is nested too deeply` for JSON nesting deeper
-//! than 64 (operands included). Operator names are case-sensitive.
+//! `Selector must be a JSON object`, `Selector is nested too deeply` for JSON nesting deeper
+//! than 64 (operands included), and `Selector has too many $regex operators` past 16. Operator
+//! names are case-sensitive.
 //!
 //! # Deviations from CouchDB
 //!
-//! - `$regex` is refused (`$regex is not supported`): there is no regular-expression engine here.
-//!   `$beginsWith` covers prefix searches.
+//! - `$regex` patterns are the [`regex`](https://docs.rs/regex/latest/regex/#syntax) crate's
+//!   syntax, not PCRE's (CouchDB's `re`). Refused as a bad argument: look-around (`(?=`, `(?!`,
+//!   `(?<=`, `(?<!`), backreferences (`\1`), atomic groups (`(?>`), conditionals (`(?(1)`),
+//!   `\Q...\E`, `\Z`, `\G`, `\K`, `\R`, `\h`. Accepted but read differently: possessive
+//!   quantifiers (`a++` is a greedy `(a+)+` here, so `a++a` matches `"aa"`); `(?R)` (the CRLF flag
+//!   here, recursion in PCRE); CouchDB compiles without the `unicode` option, so PCRE runs on the
+//!   UTF-8 bytes (`.` matches one byte of `é`, `\w` `\d` `\s` `\b` and `(?i)` know only ASCII
+//!   and Latin-1), while here patterns run on characters with Unicode classes and case folding;
+//!   and `$` (without `(?m)`) matches only at the very end, where PCRE also matches before a final
+//!   newline. Patterns are bounded (1024 bytes, 1 MiB compiled, 16 per selector); CouchDB bounds
+//!   none of these.
+//! - A `$regex` or `$beginsWith` argument that is not a string is `Bad argument for operator ...`;
+//!   CouchDB has no clause for it and answers `Invalid operator: $regex` (or `$beginsWith`).
 //! - `$text` (and its internal `$default`) need a text index: refused as `Unsupported operator`,
 //!   like CouchDB's `$where`, `$geoWithin`, `$geoIntersects`, `$near` and `$nearSphere`.
 //! - Errors are all 400 `bad_request`; CouchDB uses the `error` strings `invalid_operator`,
@@ -125,6 +160,23 @@ const MAX_DEPTH: usize = 64;
 /// How many characters of an offending operand or field name an error reason quotes.
 const MAX_SHOWN: usize = 100;
 
+/// Longest `$regex` pattern, in bytes.
+const MAX_REGEX_LEN: usize = 1024;
+
+/// Most `$regex` members one selector may hold (counted anywhere in its JSON).
+const MAX_REGEXES: usize = 16;
+
+/// Bound on the compiled form (the NFA) of one `$regex` pattern (`RegexBuilder::size_limit`), in
+/// bytes; the crate's default is 10 MiB. Literals and ASCII classes are small (`[a-z]{1000}`
+/// takes about 90 KiB), Unicode classes large (`^[\w.+-]+@[\w-]+\.[\w.-]+$` about 170 KiB,
+/// `\w{10}` about 520 KiB, `\w{100}` 6 MiB: refused). With [`MAX_REGEXES`] it bounds what one
+/// selector from a peer can make us allocate.
+const REGEX_SIZE_LIMIT: usize = 1024 * 1024;
+
+/// Bound on the lazy DFA's cache (and one-pass DFA) of one `$regex`
+/// (`RegexBuilder::dfa_size_limit`), in bytes; the crate's default is 2 MiB.
+const REGEX_DFA_SIZE_LIMIT: usize = 1024 * 1024;
+
 /// A parsed, validated Mango selector.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Selector {
@@ -140,7 +192,7 @@ impl Selector {
         let Value::Object(map) = selector else {
             return Err(Error::bad_request("Selector must be a JSON object"));
         };
-        check_depth(selector)?;
+        check_limits(selector)?;
         let root = if map.is_empty() {
             Node::All
         } else {
@@ -192,9 +244,21 @@ enum Cond {
         remainder: i128,
     },
     BeginsWith(String),
+    Regex(Pattern),
     ElemMatch(Box<Node>),
     AllMatch(Box<Node>),
     KeyMapMatch(Box<Node>),
+}
+
+/// A compiled `$regex` pattern. Every pattern is compiled with the same options, so two are equal
+/// when their source strings are.
+#[derive(Debug, Clone)]
+struct Pattern(regex::Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Pattern) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,14 +324,24 @@ impl JsonType {
 // Parsing
 // ---------------------------------------------------------------------------------------------
 
-/// Refuses JSON nested deeper than [`MAX_DEPTH`], without recursing (the value may be arbitrarily
-/// deep when it was not built by a depth-limited parser).
-fn check_depth(value: &Value) -> Result<()> {
+/// Refuses JSON nested deeper than [`MAX_DEPTH`] or with more than [`MAX_REGEXES`] `$regex`
+/// members, without recursing (the value may be arbitrarily deep when it was not built by a
+/// depth-limited parser).
+fn check_limits(value: &Value) -> Result<()> {
     let mut stack: Vec<(&Value, usize)> = vec![(value, 1)];
+    let mut regexes = 0usize;
     while let Some((value, depth)) = stack.pop() {
         let children: Box<dyn Iterator<Item = &Value>> = match value {
             Value::Array(items) => Box::new(items.iter()),
-            Value::Object(map) => Box::new(map.values()),
+            Value::Object(map) => {
+                regexes += usize::from(map.contains_key("$regex"));
+                if regexes > MAX_REGEXES {
+                    return Err(Error::bad_request(format!(
+                        "Selector has too many $regex operators (more than {MAX_REGEXES})"
+                    )));
+                }
+                Box::new(map.values())
+            }
             _ => continue,
         };
         if depth > MAX_DEPTH {
@@ -374,7 +448,7 @@ fn parse_member(key: &str, arg: &Value, path: &[String], document_level: bool) -
         "$elemMatch" => leaf(Cond::ElemMatch(Box::new(sub_selector(key, arg)?))),
         "$allMatch" => leaf(Cond::AllMatch(Box::new(sub_selector(key, arg)?))),
         "$keyMapMatch" => leaf(Cond::KeyMapMatch(Box::new(sub_selector(key, arg)?))),
-        "$regex" => Err(Error::bad_request("$regex is not supported")),
+        "$regex" => leaf(Cond::Regex(compile_regex(arg)?)),
         "$text" | "$default" | "$where" | "$geoWithin" | "$geoIntersects" | "$near"
         | "$nearSphere" => Err(Error::bad_request(format!("Unsupported operator: {key}"))),
         _ => Err(Error::bad_request(format!(
@@ -420,6 +494,52 @@ fn array_arg(op: &str, arg: &Value) -> Result<Vec<Value>> {
         Value::Array(items) => Ok(items.clone()),
         _ => Err(bad_arg(op, arg)),
     }
+}
+
+/// The argument of `$regex`: a string that compiles (within the size limits). CouchDB checks it
+/// with `re:compile` and answers `Bad argument for operator $regex: ...`; the reason here also
+/// says what is wrong with the pattern.
+fn compile_regex(arg: &Value) -> Result<Pattern> {
+    let Value::String(pattern) = arg else {
+        return Err(bad_arg("$regex", arg));
+    };
+    let refuse = |why: &str| {
+        Error::bad_request(format!(
+            "Bad argument for operator $regex: {} ({why})",
+            shown(arg)
+        ))
+    };
+    if pattern.len() > MAX_REGEX_LEN {
+        return Err(refuse(&format!(
+            "the pattern is longer than {MAX_REGEX_LEN} bytes"
+        )));
+    }
+    regex::RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_DFA_SIZE_LIMIT)
+        .build()
+        .map(Pattern)
+        .map_err(|e| refuse(&regex_error_reason(&e)))
+}
+
+/// One line saying why a pattern was refused. The crate's syntax errors span several lines (the
+/// pattern, a caret under the fault, then `error: <what>`); the last line is the reason.
+fn regex_error_reason(error: &regex::Error) -> String {
+    match error {
+        regex::Error::Syntax(text) => text
+            .lines()
+            .rev()
+            .find_map(|line| line.strip_prefix("error: "))
+            .map_or_else(|| one_line(text), str::to_owned),
+        regex::Error::CompiledTooBig(limit) => {
+            format!("the compiled pattern is larger than {limit} bytes")
+        }
+        other => one_line(&other.to_string()),
+    }
+}
+
+fn one_line(text: &str) -> String {
+    truncate(&text.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 /// Splits a field name into path segments at unescaped dots; a backslash makes the next
@@ -537,6 +657,12 @@ fn test(cond: &Cond, value: &Value) -> bool {
         }
         Cond::BeginsWith(prefix) => match value {
             Value::String(text) => text.starts_with(prefix.as_str()),
+            _ => false,
+        },
+        // Unanchored, strings only: CouchDB's `re:run(Value, Regex, [{capture, none}])` when
+        // `is_binary(Value)`, and no match otherwise.
+        Cond::Regex(pattern) => match value {
+            Value::String(text) => pattern.0.is_match(text),
             _ => false,
         },
         Cond::ElemMatch(inner) => match value {
@@ -1207,6 +1333,377 @@ mod tests {
         ]);
     }
 
+    /// PouchDB's `tests/find/test-suite-1/test.regex.js`, which runs against CouchDB too.
+    #[test]
+    fn regex_matches_as_pouchdb_find_tests_expect() {
+        let docs = [
+            json!({"name": "Mario", "_id": "mario", "rank": 5, "series": "Mario", "debut": 1981}),
+            json!({"name": "Jigglypuff", "_id": "puff", "rank": 8, "series": "Pokemon", "debut": 1996}),
+            json!({"name": "Link", "rank": 10, "_id": "link", "series": "Zelda", "debut": 1986}),
+            json!({"name": "Donkey Kong", "rank": 7, "_id": "dk", "series": "Mario", "debut": 1981}),
+            json!({"name": "Pikachu", "series": "Pokemon", "_id": "pikachu", "rank": 1, "debut": 1996}),
+            json!({"name": "Captain Falcon", "_id": "falcon", "rank": 4, "series": "F-Zero", "debut": 1990}),
+            json!({"name": "Luigi", "rank": 11, "_id": "luigi", "series": "Mario", "debut": 1983}),
+            json!({"name": "Fox", "_id": "fox", "rank": 3, "series": "Star Fox", "debut": 1993}),
+            json!({"name": "Ness", "rank": 9, "_id": "ness", "series": "Earthbound", "debut": 1994}),
+            json!({"name": "Samus", "rank": 12, "_id": "samus", "series": "Metroid", "debut": 1986}),
+            json!({"name": "Yoshi", "_id": "yoshi", "rank": 6, "series": "Mario", "debut": 1990}),
+            json!({"name": "Kirby", "_id": "kirby", "series": "Kirby", "rank": 2, "debut": 1992}),
+            json!({"name": "Master Hand", "_id": "master_hand", "series": "Smash Bros", "rank": 0, "debut": 1999}),
+        ];
+        let ids = |sel: Value| -> Vec<String> {
+            let parsed = selector(sel);
+            let mut ids: Vec<String> = docs
+                .iter()
+                .filter(|doc| parsed.matches(doc))
+                .filter_map(|doc| doc.get("_id").and_then(Value::as_str).map(str::to_owned))
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(
+            ids(json!({"name": {"$gte": null}, "series": {"$regex": "^Mario"}})),
+            ["dk", "luigi", "mario", "yoshi"]
+        );
+        assert!(ids(json!({"name": {"$gte": null}, "series": {"$regex": "^Wrong"}})).is_empty());
+        // A regex never matches a field that is not a string.
+        assert!(ids(json!({"name": {"$gte": null}, "debut": {"$regex": "^Mario"}})).is_empty());
+        assert!(ids(json!({"debut": {"$regex": "19"}})).is_empty());
+        assert_eq!(
+            ids(json!({"name": {"$regex": "^Luig"}, "debut": {"$gt": 1980}})),
+            ["luigi"]
+        );
+        assert_eq!(
+            ids(json!({"$and": [{"name": {"$regex": "in"}}, {"name": {"$regex": "n"}}]})),
+            ["falcon", "link"]
+        );
+    }
+
+    #[test]
+    fn regex_is_unanchored_on_strings_only() {
+        let doc = json!({
+            "s": "Hello, World",
+            "multi": "one\ntwo",
+            "n": 12,
+            "b": true,
+            "z": null,
+            "arr": ["abc", "xyz"],
+            "o": {"abc": 1},
+            "u": "Ünïcödé 42",
+        });
+        check(&[
+            // Anywhere in the string; anchors when asked.
+            (json!({"s": {"$regex": "World"}}), doc.clone(), true),
+            (json!({"s": {"$regex": "o, W"}}), doc.clone(), true),
+            (json!({"s": {"$regex": "^World"}}), doc.clone(), false),
+            (json!({"s": {"$regex": "^Hello"}}), doc.clone(), true),
+            (json!({"s": {"$regex": "World$"}}), doc.clone(), true),
+            (
+                json!({"s": {"$regex": "^Hello, World$"}}),
+                doc.clone(),
+                true,
+            ),
+            (json!({"s": {"$regex": "^Hello$"}}), doc.clone(), false),
+            (json!({"s": {"$regex": ""}}), doc.clone(), true),
+            (json!({"s": {"$regex": "world"}}), doc.clone(), false),
+            (
+                json!({"s": {"$regex": "[A-Z]\\w+, [A-Z]"}}),
+                doc.clone(),
+                true,
+            ),
+            (json!({"s": {"$regex": "\\d"}}), doc.clone(), false),
+            (json!({"s": {"$regex": "l{2}o"}}), doc.clone(), true),
+            (json!({"s": {"$regex": "Hello|Bye"}}), doc.clone(), true),
+            (
+                json!({"s": {"$regex": "(?<greeting>Hel+o)"}}),
+                doc.clone(),
+                true,
+            ),
+            // `.` stops at a newline unless (?s); ^ and $ are line anchors under (?m).
+            (json!({"multi": {"$regex": "one.two"}}), doc.clone(), false),
+            (
+                json!({"multi": {"$regex": "(?s)one.two"}}),
+                doc.clone(),
+                true,
+            ),
+            (json!({"multi": {"$regex": "^two"}}), doc.clone(), false),
+            (json!({"multi": {"$regex": "(?m)^two$"}}), doc.clone(), true),
+            // Not strings: never a match, even for a pattern matching everything.
+            (json!({"n": {"$regex": "12"}}), doc.clone(), false),
+            (json!({"n": {"$regex": ""}}), doc.clone(), false),
+            (json!({"b": {"$regex": "true"}}), doc.clone(), false),
+            (json!({"z": {"$regex": "null"}}), doc.clone(), false),
+            (json!({"z": {"$regex": ""}}), doc.clone(), false),
+            (json!({"arr": {"$regex": "abc"}}), doc.clone(), false),
+            (json!({"o": {"$regex": "abc"}}), doc.clone(), false),
+            (json!({"missing": {"$regex": ""}}), doc.clone(), false),
+            // ... but its elements, keys and array indexes can be tested.
+            (
+                json!({"arr": {"$elemMatch": {"$regex": "^x"}}}),
+                doc.clone(),
+                true,
+            ),
+            (
+                json!({"arr": {"$allMatch": {"$regex": "^[a-z]{3}$"}}}),
+                doc.clone(),
+                true,
+            ),
+            (
+                json!({"arr": {"$allMatch": {"$regex": "^a"}}}),
+                doc.clone(),
+                false,
+            ),
+            (json!({"arr.1": {"$regex": "y"}}), doc.clone(), true),
+            (
+                json!({"o": {"$keyMapMatch": {"$regex": "^a.c$"}}}),
+                doc.clone(),
+                true,
+            ),
+            (
+                json!({"_id": {"$regex": "^doc-"}}),
+                json!({"_id": "doc-1"}),
+                true,
+            ),
+            // Case-insensitive flag, Unicode classes and case folding.
+            (
+                json!({"s": {"$regex": "(?i)^hello, world$"}}),
+                doc.clone(),
+                true,
+            ),
+            (json!({"s": {"$regex": "(?i:WORLD)"}}), doc.clone(), true),
+            (json!({"u": {"$regex": "(?i)^üNÏCÖDÉ"}}), doc.clone(), true),
+            (json!({"u": {"$regex": "^\\w+ \\d+$"}}), doc.clone(), true),
+            (json!({"u": {"$regex": "^.{7} "}}), doc.clone(), true),
+            (
+                json!({"u": {"$regex": "^\\p{Lu}\\p{Ll}+"}}),
+                doc.clone(),
+                true,
+            ),
+            (json!({"u": {"$regex": "\\p{Greek}"}}), doc.clone(), false),
+            (
+                json!({"g": {"$regex": "^\\p{Greek}+$"}}),
+                json!({"g": "αβγ"}),
+                true,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn regex_negation_follows_couchdb_normalisation() {
+        // CouchDB's negate/1 has no complement for $regex: it keeps {"$not": {"$regex": ..}}
+        // under the field, so the field must exist, and a non-string then matches.
+        let sel = json!({"a": {"$not": {"$regex": "^x"}}});
+        let outer = json!({"$not": {"a": {"$regex": "^x"}}});
+        let nor = json!({"$nor": [{"a": {"$regex": "^x"}}]});
+        for sel in [sel, outer, nor] {
+            check(&[
+                (sel.clone(), json!({"a": "xylophone"}), false),
+                (sel.clone(), json!({"a": "piano"}), true),
+                (sel.clone(), json!({"a": 5}), true),
+                (sel.clone(), json!({"a": null}), true),
+                (sel.clone(), json!({"a": ["xylophone"]}), true),
+                (sel.clone(), json!({"b": "xylophone"}), false),
+                (sel.clone(), json!({}), false),
+                (sel.clone(), json!({"a": {"b": 1}, "c": 2}), true),
+            ]);
+        }
+        check(&[
+            // Double negation cancels.
+            (
+                json!({"$not": {"a": {"$not": {"$regex": "^x"}}}}),
+                json!({"a": "xy"}),
+                true,
+            ),
+            (
+                json!({"$not": {"a": {"$not": {"$regex": "^x"}}}}),
+                json!({"a": 5}),
+                false,
+            ),
+            // De Morgan with a regex on each side.
+            (
+                json!({"$not": {"$or": [{"a": {"$regex": "^x"}}, {"b": {"$regex": "^y"}}]}}),
+                json!({"a": "q", "b": "q"}),
+                true,
+            ),
+            (
+                json!({"$not": {"$or": [{"a": {"$regex": "^x"}}, {"b": {"$regex": "^y"}}]}}),
+                json!({"a": "q"}),
+                false,
+            ),
+            (
+                json!({"$not": {"$and": [{"a": {"$regex": "^x"}}, {"b": {"$regex": "^y"}}]}}),
+                json!({"a": "x", "b": "q"}),
+                true,
+            ),
+            // Inside $elemMatch: an element that is not a string is "not matching the regex".
+            (
+                json!({"l": {"$elemMatch": {"$not": {"$regex": "^x"}}}}),
+                json!({"l": ["xa", 3]}),
+                true,
+            ),
+            (
+                json!({"l": {"$elemMatch": {"$not": {"$regex": "^x"}}}}),
+                json!({"l": ["xa", "xb"]}),
+                false,
+            ),
+            (
+                json!({"l": {"$not": {"$elemMatch": {"$regex": "^x"}}}}),
+                json!({"l": ["ya", 3]}),
+                true,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn regex_refuses_bad_patterns_with_couchdb_reason() {
+        let rows: Vec<(Value, &str)> = vec![
+            (json!({"a": {"$regex": "("}}), "(unclosed group)"),
+            (
+                json!({"a": {"$regex": "[a-"}}),
+                "Bad argument for operator $regex: \"[a-\"",
+            ),
+            (
+                json!({"a": {"$regex": "*"}}),
+                "(repetition operator missing expression)",
+            ),
+            (
+                json!({"a": {"$regex": "a{2,1}"}}),
+                "Bad argument for operator $regex",
+            ),
+            // PCRE features the regex crate lacks (they need backtracking).
+            (
+                json!({"a": {"$regex": "foo(?=bar)"}}),
+                "(look-around, including look-ahead and look-behind, is not supported)",
+            ),
+            (json!({"a": {"$regex": "(?!x)"}}), "look-around"),
+            (json!({"a": {"$regex": "(?<=x)y"}}), "look-around"),
+            (json!({"a": {"$regex": "(?<!x)y"}}), "look-around"),
+            (
+                json!({"a": {"$regex": "(a)\\1"}}),
+                "(backreferences are not supported)",
+            ),
+            (
+                json!({"a": {"$regex": "(?>a)"}}),
+                "Bad argument for operator $regex",
+            ),
+            (
+                json!({"a": {"$regex": "\\Qa.b\\E"}}),
+                "Bad argument for operator $regex",
+            ),
+            (
+                json!({"a": {"$regex": "a\\Z"}}),
+                "Bad argument for operator $regex",
+            ),
+            // Not a string.
+            (
+                json!({"a": {"$regex": 1}}),
+                "Bad argument for operator $regex: 1",
+            ),
+            (
+                json!({"a": {"$regex": null}}),
+                "Bad argument for operator $regex: null",
+            ),
+            (
+                json!({"a": {"$regex": ["^a"]}}),
+                "Bad argument for operator $regex: [\"^a\"]",
+            ),
+            (
+                json!({"a": {"$regex": {"p": "a"}}}),
+                "Bad argument for operator $regex",
+            ),
+            // Found deep inside too, and with no field it is the usual error.
+            (
+                json!({"$or": [{"a": 1}, {"b": {"$elemMatch": {"$regex": ")"}}}]}),
+                "Bad argument for operator $regex: \")\"",
+            ),
+            (
+                json!({"$regex": "a"}),
+                "One or more conditions is missing a field name.",
+            ),
+        ];
+        for (sel, expected) in rows {
+            let got = reason(sel.clone());
+            assert!(
+                got.contains(expected),
+                "{sel}: got {got:?}, expected {expected:?}"
+            );
+            assert!(!got.contains('\n'), "one line: {got:?}");
+        }
+    }
+
+    #[test]
+    fn regex_size_is_bounded() {
+        // Pattern length.
+        let at_limit = "a".repeat(MAX_REGEX_LEN);
+        assert!(
+            selector(json!({"a": {"$regex": at_limit.clone()}})).matches(&json!({"a": at_limit}))
+        );
+        let got = reason(json!({"a": {"$regex": "a".repeat(MAX_REGEX_LEN + 1)}}));
+        assert!(got.contains("longer than 1024 bytes"), "{got}");
+        assert!(got.len() < 300, "{got}");
+        // Compiled size: a short pattern with a large compiled form.
+        let got = reason(json!({"a": {"$regex": "\\w{100}"}}));
+        assert!(
+            got.contains("Bad argument for operator $regex: \"\\\\w{100}\" (the compiled pattern is larger than"),
+            "{got}"
+        );
+        let got = reason(json!({"a": {"$regex": "(((a{100}){100}){100})"}}));
+        assert!(got.contains("the compiled pattern is larger than"), "{got}");
+        // Common patterns fit.
+        for pattern in [
+            "^[\\w.+-]+@[\\w-]+\\.[\\w.-]+$",
+            "\\w{10}",
+            "[a-z]{1000}",
+            "(?i)\\b(foo|bar|baz)\\b",
+            "^\\d{4}-\\d{2}-\\d{2}T",
+        ] {
+            selector(json!({"a": {"$regex": pattern}}));
+        }
+        // Number of $regex members in one selector.
+        let many = |n: usize| {
+            let items: Vec<Value> = (0..n)
+                .map(|i| json!({"a": {"$regex": format!("{i}")}}))
+                .collect();
+            json!({"$or": items})
+        };
+        assert!(selector(many(MAX_REGEXES)).matches(&json!({"a": "x1"})));
+        let got = reason(many(MAX_REGEXES + 1));
+        assert!(got.contains("too many $regex operators"), "{got}");
+    }
+
+    #[test]
+    fn regex_pathological_patterns_run_in_linear_time() {
+        // With a backtracking engine (PCRE included) each of these takes time exponential in the
+        // length of the string; here each is one linear scan, so this test finishes at once.
+        let long = format!("{}!", "a".repeat(100_000));
+        for pattern in [
+            "(a+)+$",
+            "^(a|a)*$",
+            "(a|aa)+$",
+            "^(a*)*b",
+            "(.*a){20}$",
+            "(x+x+)+y",
+        ] {
+            let sel = selector(json!({"s": {"$regex": pattern}}));
+            assert!(!sel.matches(&json!({"s": long})), "{pattern}");
+        }
+        let sel = selector(json!({"s": {"$regex": "(a+)+!$"}}));
+        assert!(sel.matches(&json!({"s": long})));
+    }
+
+    #[test]
+    fn regex_selectors_compare_by_pattern() {
+        let a = selector(json!({"s": {"$regex": "^a"}}));
+        assert_eq!(a, selector(json!({"s": {"$regex": "^a"}})));
+        assert_ne!(a, selector(json!({"s": {"$regex": "^b"}})));
+        assert_ne!(a, selector(json!({"t": {"$regex": "^a"}})));
+        assert_ne!(a, selector(json!({"s": {"$beginsWith": "a"}})));
+        let copy = a.clone();
+        assert_eq!(copy, a);
+        assert!(copy.matches(&json!({"s": "abc"})));
+        assert!(format!("{a:?}").contains("^a"));
+    }
+
     #[test]
     fn invalid_selectors_are_refused() {
         let rows: Vec<(Value, &str)> = vec![
@@ -1359,8 +1856,14 @@ mod tests {
                 json!({"a": {"$keyMapMatch": "k"}}),
                 "Bad argument for operator $keyMapMatch",
             ),
-            (json!({"a": {"$regex": "^x"}}), "$regex is not supported"),
-            (json!({"a": {"$regex": 1}}), "$regex is not supported"),
+            (
+                json!({"a": {"$regex": "("}}),
+                "Bad argument for operator $regex: \"(\" (unclosed group)",
+            ),
+            (
+                json!({"a": {"$regex": 1}}),
+                "Bad argument for operator $regex: 1",
+            ),
             (json!({"$text": "x"}), "Unsupported operator: $text"),
             (json!({"$where": "x"}), "Unsupported operator: $where"),
             (
@@ -1570,8 +2073,14 @@ mod tests {
             ((1i64..4), any::<bool>(), (-3i64..3))
                 .prop_map(|(d, neg, r)| json!({"$mod": [if neg { -d } else { d }, r]})),
             "[a-c]{0,2}".prop_map(|p| json!({"$beginsWith": p})),
+            prop::sample::select(REGEXES).prop_map(|p| json!({"$regex": p})),
         ]
     }
+
+    /// Valid `$regex` patterns for the generators.
+    const REGEXES: &[&str] = &[
+        "", "a", "^a", "b$", "^$", "(?i)A", "[a-c]+", "^[ab]*$", "\\d", "a|b", ".", "^.{2}$",
+    ];
 
     /// Well-formed selectors, to exercise matching.
     fn arb_selector() -> impl Strategy<Value = Value> {
@@ -1668,6 +2177,25 @@ mod tests {
             // $exists false and true never both hold; at least one does unless the path is bad.
             let missing = matches(&json!({ field: {"$exists": false} }), &doc);
             prop_assert!(!(exists && missing));
+        }
+
+        #[test]
+        fn not_regex_is_exists_and_not_regex(field in arb_field(), p in prop::sample::select(REGEXES), doc in arb_doc()) {
+            let exists = matches(&json!({ field.clone(): {"$exists": true} }), &doc);
+            let regex = matches(&json!({ field.clone(): {"$regex": p} }), &doc);
+            let not_regex = matches(&json!({ field.clone(): {"$not": {"$regex": p}} }), &doc);
+            prop_assert_eq!(not_regex, exists && !regex);
+            prop_assert_eq!(matches(&json!({"$not": { field.clone(): {"$regex": p} }}), &doc), not_regex);
+            prop_assert_eq!(matches(&json!({"$nor": [{ field: {"$regex": p} }]}), &doc), not_regex);
+        }
+
+        #[test]
+        fn anchored_literal_regex_is_begins_with(field in arb_field(), prefix in "[a-c.$^*()\\[\\]\\\\]{0,3}", doc in arb_doc()) {
+            let regex = format!("^{}", regex::escape(&prefix));
+            prop_assert_eq!(
+                matches(&json!({ field.clone(): {"$regex": regex} }), &doc),
+                matches(&json!({ field: {"$beginsWith": prefix} }), &doc)
+            );
         }
 
         #[test]

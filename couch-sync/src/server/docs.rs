@@ -25,6 +25,9 @@ pub(super) async fn route(
 ) -> Result<Response> {
     match rest {
         ["_all_docs"] => all_docs(ctx, method, db, body).await,
+        ["_find" | "_explain" | "_index", ..] => {
+            super::find::route(ctx, method, db, rest, body).await
+        }
         ["_changes"] => super::changes::handle(ctx, method, db, body).await,
         ["_bulk_docs"] => bulk_docs(ctx, method, db, body).await,
         ["_bulk_get"] => bulk_get(ctx, method, db, body).await,

@@ -19,6 +19,7 @@
 
 mod changes;
 mod docs;
+mod find;
 mod multipart;
 #[cfg(feature = "client")]
 mod replicate;
