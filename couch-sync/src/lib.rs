@@ -7,10 +7,13 @@ pub mod error;
 #[cfg(feature = "server")]
 mod find;
 pub mod hlc;
+#[cfg(feature = "js")]
+pub mod js;
 pub mod json;
 pub mod mango;
 mod read;
 mod records;
+pub mod reduce;
 #[cfg(feature = "client")]
 pub mod replicate;
 pub mod rev;
