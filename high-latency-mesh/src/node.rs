@@ -208,6 +208,18 @@ pub struct Delivered {
     pub payload: Vec<u8>,
 }
 
+impl Delivered {
+    fn opened(id: MessageId, header: &Header, opened: seal::Opened) -> Delivered {
+        Delivered {
+            id,
+            sender: opened.sender,
+            sender_spki: opened.sender_spki,
+            created_ms: header.created_ms,
+            payload: opened.payload,
+        }
+    }
+}
+
 /// What a node knows of a message it holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -470,16 +482,8 @@ impl Node {
         if inbox {
             match seal::open(&self.beacon, &message, header.created_ms) {
                 Ok(opened) => {
-                    self.inbox.insert(
-                        id,
-                        Delivered {
-                            id,
-                            sender: opened.sender,
-                            sender_spki: opened.sender_spki,
-                            created_ms: header.created_ms,
-                            payload: opened.payload,
-                        },
-                    );
+                    self.inbox
+                        .insert(id, Delivered::opened(id, &header, opened));
                 }
                 Err(_) => return Ok(false),
             }
@@ -1024,16 +1028,8 @@ impl Node {
             .bulk_docs(vec![Ok(state_doc(&id, &info)), Ok(receipt_doc)], true)?;
         self.receipts.insert(id, (receipt, header.expires_ms));
         self.carried.insert(id, info);
-        self.inbox.insert(
-            id,
-            Delivered {
-                id,
-                sender: opened.sender,
-                sender_spki: opened.sender_spki,
-                created_ms: header.created_ms,
-                payload: opened.payload,
-            },
-        );
+        self.inbox
+            .insert(id, Delivered::opened(id, &header, opened));
         self.trim_receipts()?;
         Ok(true)
     }
