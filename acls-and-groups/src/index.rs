@@ -203,6 +203,19 @@ impl GroupIndex {
         &self.anonymous_groups
     }
 
+    /// The names of every group that any of `direct` is in (itself included), by name.
+    pub(crate) fn closure(&self, direct: &[u32]) -> Vec<GroupName> {
+        let mut out: Vec<GroupName> = (0..self.names.len())
+            .filter(|&to| {
+                let to = u32::try_from(to).unwrap_or(u32::MAX);
+                direct.iter().any(|&from| self.is_in(from, to))
+            })
+            .filter_map(|to| self.names.get(to).cloned())
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Whether group `from` is (transitively, or by being it) in group `to`.
     #[inline]
     fn is_in(&self, from: u32, to: u32) -> bool {

@@ -378,6 +378,21 @@ impl Policy {
         removed
     }
 
+    /// Every group `principal` is in, directly or through other groups (groups that list
+    /// `anonymous` count for everyone), sorted by name. The owner is in no group by this
+    /// answer: it needs none.
+    pub fn groups_of(&self, principal: &Principal) -> Vec<GroupName> {
+        if self.is_owner(principal) {
+            return Vec::new();
+        }
+        let (groups, _) = self.indexes();
+        let mut direct: Vec<u32> = groups.anonymous_groups().to_vec();
+        if let Principal::Key(key) = principal {
+            direct.extend_from_slice(groups.key_groups(key));
+        }
+        groups.closure(&direct)
+    }
+
     /// Lets `member` read the view `view` of database `db`. Returns whether anything changed.
     pub fn grant_view(&mut self, db: &DbName, view: &ViewName, member: Member) -> Result<bool> {
         let acl = self.acl_entry(&AclScope::Database(db.clone()))?;
@@ -570,5 +585,32 @@ mod tests {
         fn shareable<T: Send + Sync + 'static>() {}
         shareable::<super::Policy>();
         shareable::<crate::Decision>();
+    }
+
+    /// Membership through nested groups and `anonymous`; the owner needs none.
+    #[test]
+    fn groups_of_follows_nesting() -> crate::Result<()> {
+        use super::{GroupName, Member, Policy, Principal};
+        use public_key_identity::KeyId;
+        let owner = KeyId::from_digest([1; 32]);
+        let key = KeyId::from_digest([2; 32]);
+        let mut policy = Policy::new(owner);
+        let name = |n: &str| GroupName::new(n);
+        policy.add_member(&name("phones")?, Member::Key(key))?;
+        policy.add_member(&name("family")?, Member::group("phones")?)?;
+        policy.add_member(&name("public")?, Member::Anonymous)?;
+        policy.add_member(&name("other")?, Member::Key(owner))?;
+        let names = |p: Principal| -> Vec<String> {
+            policy
+                .groups_of(&p)
+                .iter()
+                .map(|g| g.as_str().to_owned())
+                .collect()
+        };
+        assert_eq!(names(Principal::Key(key)), ["family", "phones", "public"]);
+        assert_eq!(names(Principal::Anonymous), ["public"]);
+        assert!(names(Principal::Owner).is_empty());
+        assert!(names(Principal::Key(owner)).is_empty());
+        Ok(())
     }
 }

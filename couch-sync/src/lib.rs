@@ -4,7 +4,9 @@ mod attachment;
 pub mod clock;
 pub mod doc;
 pub mod error;
-#[cfg(feature = "server")]
+// Every build keeps Mango indexes up to date on writes (a database may later be served);
+// only the `server` feature queries them.
+#[cfg_attr(not(feature = "server"), allow(dead_code, unused_imports))]
 mod find;
 pub mod hlc;
 #[cfg(feature = "js")]
@@ -21,6 +23,7 @@ pub mod revtree;
 #[cfg(feature = "server")]
 pub mod server;
 mod store;
+pub mod view;
 mod write;
 
 pub use attachment::{AttachmentWriter, Encoding, PreparedAttachment, is_compressible};
@@ -34,7 +37,7 @@ pub use read::{
 };
 pub use rev::RevId;
 pub use store::{Database, DbInfo, Store, StoreConfig, check_db_name, parse_seq};
-pub use write::BulkResult;
+pub use write::{BulkResult, WriteContext};
 
 /// Entry points for the fuzz targets in `fuzz/`; not part of the API. Panics are findings.
 #[doc(hidden)]

@@ -201,6 +201,11 @@ pub enum ChangesFilter {
     Selector(crate::mango::Selector),
     /// Only design documents (`filter=_design`).
     Design,
+    /// Only revisions a design document's filter function passes (`filter=ddoc/name`), or for
+    /// which a view's map function emits (`filter=_view`) (feature `js`). With `style=all_docs`
+    /// each leaf is tried, and only those that pass are reported.
+    #[cfg(feature = "js")]
+    Js(crate::js::JsFilter),
 }
 
 /// `_changes` options.
@@ -276,7 +281,7 @@ pub struct RevsDiff {
 
 impl GetOptions {
     /// Options for documents included in a listing (`include_docs`).
-    fn included(conflicts: bool, attachments: bool) -> GetOptions {
+    pub(crate) fn included(conflicts: bool, attachments: bool) -> GetOptions {
         GetOptions {
             conflicts,
             attachments: if attachments {
@@ -331,7 +336,7 @@ impl Reader {
     }
 
     /// Renders revision `index` of `id`'s tree.
-    fn render(
+    pub(crate) fn render(
         &self,
         id: &str,
         rec: &DocRecord,
@@ -903,7 +908,41 @@ impl Database {
                         continue;
                     }
                 }
-                let changes = if q.all_docs {
+                #[cfg(feature = "js")]
+                let mut passing: Option<Vec<RevId>> = None;
+                #[cfg(feature = "js")]
+                if let ChangesFilter::Js(js) = &q.filter {
+                    let tried: Vec<usize> = if q.all_docs {
+                        ranked.clone()
+                    } else {
+                        vec![winner]
+                    };
+                    let js_opts = GetOptions {
+                        revs: true,
+                        conflicts: true,
+                        ..GetOptions::default()
+                    };
+                    let mut revs = Vec::new();
+                    for leaf in tried {
+                        let Some(doc) = r.render(&id, &rec, leaf, &js_opts)? else {
+                            continue;
+                        };
+                        if js.passes(&js_doc(doc.json))? {
+                            revs.push(doc.rev);
+                        }
+                    }
+                    if revs.is_empty() {
+                        continue;
+                    }
+                    passing = Some(revs);
+                }
+                #[cfg(feature = "js")]
+                let passing = passing.filter(|_| q.all_docs);
+                #[cfg(not(feature = "js"))]
+                let passing: Option<Vec<RevId>> = None;
+                let changes = if let Some(revs) = passing {
+                    revs
+                } else if q.all_docs {
                     ranked
                         .iter()
                         .filter_map(|&i| rec.tree.node(i).map(|n| n.rev.clone()))
@@ -994,6 +1033,16 @@ impl Database {
             None => Ok(None),
         })
     }
+}
+
+/// A revision as CouchDB hands it to a filter function (`json_doc`): at most 20 ids in
+/// `_revisions` (`query_server_config/revs_limit`).
+#[cfg(feature = "js")]
+fn js_doc(mut json: Map<String, Value>) -> Value {
+    if let Some(Value::Array(ids)) = json.get_mut("_revisions").and_then(|r| r.get_mut("ids")) {
+        ids.truncate(20);
+    }
+    Value::Object(json)
 }
 
 type SeqEntry<'a> = (

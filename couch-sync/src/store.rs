@@ -379,6 +379,11 @@ pub(crate) struct DbInner {
     /// 48 bits of the instance uuid: this database's name in HLC stamps.
     pub(crate) node: u64,
     clock: Arc<dyn crate::clock::Clock>,
+    /// Compiled design-document functions the write path runs (`validate_doc_update`).
+    pub(crate) ddoc_cache: crate::write::DdocCache,
+    /// View indexes: compiled design documents, one updater at a time per design document.
+    #[cfg(feature = "js")]
+    pub(crate) views: crate::view::Indexes,
 }
 
 impl std::fmt::Debug for Database {
@@ -402,9 +407,19 @@ pub(crate) struct Writer<'t> {
     /// The language of a design document with a `validate_doc_update` function, if any (looked
     /// up once per transaction, again after a design document changes).
     pub(crate) validator: Option<Option<String>>,
+    /// The database's compiled validation functions (shared by its transactions).
+    #[cfg_attr(not(feature = "js"), allow(dead_code))]
+    pub(crate) ddoc_cache: &'t crate::write::DdocCache,
+    /// Who writes, as `validate_doc_update` sees it (`None`: an admin).
+    pub(crate) write_ctx: Option<crate::write::WriteContext>,
     /// Revision records of the document being written, placed by `finish_doc` (inline in the
     /// document record, or in `revs`).
     pub(crate) staged: Vec<(crate::rev::RevId, crate::records::RevRecord)>,
+    /// The transaction, for tables opened by name (Mango index tables).
+    pub(crate) txn: &'t redb::WriteTransaction,
+    /// The Mango indexes kept in tables, loaded once per transaction (again after a design
+    /// document changes).
+    pub(crate) mango: Option<std::sync::Arc<Vec<crate::find::stored::Live>>>,
 }
 
 /// Tables open for reading in one snapshot.
@@ -415,6 +430,8 @@ pub(crate) struct Reader {
     pub(crate) local: redb::ReadOnlyTable<&'static str, &'static [u8]>,
     pub(crate) chunks: redb::ReadOnlyTable<(&'static [u8; 32], u32), &'static [u8]>,
     pub(crate) meta: Meta,
+    /// The snapshot, for tables opened by name (Mango index tables).
+    pub(crate) txn: redb::ReadTransaction,
 }
 
 /// Information about a database, as `GET /db` reports it.
@@ -483,6 +500,9 @@ impl Database {
                 tag,
                 node,
                 clock: store.inner.config.clock.clone(),
+                ddoc_cache: crate::write::DdocCache::default(),
+                #[cfg(feature = "js")]
+                views: crate::view::Indexes::default(),
             }),
         })
     }
@@ -527,8 +547,16 @@ impl Database {
             local: txn.open_table(LOCAL)?,
             chunks: txn.open_table(CHUNKS)?,
             meta: Meta::load(&meta_table)?,
+            txn,
         };
         f(&reader)
+    }
+
+    /// Runs `f` on the open redb file, for the secondary indexes kept in it (views).
+    #[cfg(feature = "js")]
+    pub(crate) fn with_redb<T>(&self, f: impl FnOnce(&redb::Database) -> Result<T>) -> Result<T> {
+        let guard = self.inner.redb.read().unwrap_or_else(|p| p.into_inner());
+        f(guard.as_ref().ok_or_else(Error::no_db)?)
     }
 
     /// Runs `f` in one write transaction, committed durably before this returns `Ok`. An `Err`
@@ -552,7 +580,11 @@ impl Database {
                 clock: &*self.inner.clock,
                 node: self.inner.node,
                 validator: None,
+                ddoc_cache: &self.inner.ddoc_cache,
+                write_ctx: None,
                 staged: Vec::new(),
+                txn: &txn,
+                mango: None,
             };
             let result = f(&mut w)?;
             if w.meta != loaded {

@@ -24,6 +24,48 @@ pub struct BulkResult {
     pub result: Result<RevId>,
 }
 
+/// Who writes a document, as design documents' `validate_doc_update` functions see it
+/// (feature `js`; without it no function runs).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct WriteContext {
+    /// `userCtx`: `{"db": name, "name": user or null, "roles": [...]}`, as CouchDB passes it.
+    pub user_ctx: Value,
+    /// `secObj`: the database's security object (`{}` by default: this crate keeps none).
+    pub sec_obj: Value,
+}
+
+impl WriteContext {
+    /// CouchDB's context of an administrator in "admin party" (no users configured):
+    /// `{"db": db, "name": null, "roles": ["_admin"]}`. The context of every write made
+    /// through the functions that take none.
+    pub fn admin(db: &str) -> WriteContext {
+        WriteContext::new(serde_json::json!({"db": db, "name": null, "roles": ["_admin"]}))
+    }
+
+    /// A context with this `userCtx` and an empty `secObj`.
+    pub fn new(user_ctx: Value) -> WriteContext {
+        WriteContext {
+            user_ctx,
+            sec_obj: Value::Object(Map::new()),
+        }
+    }
+
+    /// With this security object.
+    pub fn with_sec_obj(mut self, sec_obj: Value) -> WriteContext {
+        self.sec_obj = sec_obj;
+        self
+    }
+}
+
+/// A database's compiled `validate_doc_update` functions, kept across transactions and
+/// recompiled when its design documents change.
+#[derive(Default)]
+pub(crate) struct DdocCache {
+    #[cfg(feature = "js")]
+    validators: std::sync::Mutex<Option<crate::js::ddoc::Validators>>,
+}
+
 fn new_doc_id() -> Result<String> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| Error::Corrupt(format!("random source: {e}")))?;
@@ -31,7 +73,7 @@ fn new_doc_id() -> Result<String> {
 }
 
 impl Writer<'_> {
-    fn load_doc(&self, id: &str) -> Result<Option<DocRecord>> {
+    pub(crate) fn load_doc(&self, id: &str) -> Result<Option<DocRecord>> {
         match self.docs.get(id)? {
             Some(v) => Ok(Some(DocRecord::decode(v.value())?)),
             None => Ok(None),
@@ -39,7 +81,7 @@ impl Writer<'_> {
     }
 
     /// A revision's record: in `revs`, or inline in the document record (the winner's).
-    fn load_rev(&self, id: &str, rev: &RevId) -> Result<Option<RevRecord>> {
+    pub(crate) fn load_rev(&self, id: &str, rev: &RevId) -> Result<Option<RevRecord>> {
         let rev_text = rev.to_string();
         if let Some(v) = self.revs.get((id, rev_text.as_str()))? {
             return Ok(Some(RevRecord::decode(v.value())?));
@@ -285,10 +327,13 @@ impl Writer<'_> {
             .insert(id, encoded.as_slice())?
             .map(|o| o.value().len());
         self.account(id.len(), Some(encoded.len()), old);
-        Ok(())
+        // Mango indexes follow in the same transaction (a design document re-reads them).
+        let live_winner = (!winner_deleted).then_some(winner_rev).flatten();
+        self.index_doc(id, live_winner.as_ref())
     }
 
     /// The language of a live design document with a `validate_doc_update` member, if any.
+    #[cfg(not(feature = "js"))]
     fn validator_language(&mut self) -> Result<Option<String>> {
         if let Some(found) = &self.validator {
             return Ok(found.clone());
@@ -326,10 +371,12 @@ impl Writer<'_> {
 
     /// Applies one document update. `id` has been checked and is not `_local/`.
     ///
-    /// A database with a `validate_doc_update` function refuses every write of an ordinary
-    /// document as Apache CouchDB does when it has no query server for the function's language
-    /// (500 `unknown_query_language`): this crate does not run design-document code, and a
-    /// validation that cannot run must not let documents through.
+    /// Without the `js` feature, a database with a `validate_doc_update` function refuses
+    /// every write of an ordinary document as Apache CouchDB does when it has no query server
+    /// for the function's language (500 `unknown_query_language`): a validation that cannot
+    /// run must not let documents through. With it, every live design document's function
+    /// runs on every write of an ordinary document (interactive or replicated) as CouchDB runs
+    /// them (`couch_db:validate_doc_update`); design documents are not validated by them.
     pub(crate) fn update_doc(
         &mut self,
         id: &str,
@@ -339,8 +386,11 @@ impl Writer<'_> {
         self.staged.clear();
         if id.starts_with("_design/") {
             self.validator = None;
-        } else if let Some(language) = self.validator_language()? {
-            return Err(Error::couch(500, "unknown_query_language", language));
+        } else {
+            #[cfg(not(feature = "js"))]
+            if let Some(language) = self.validator_language()? {
+                return Err(Error::couch(500, "unknown_query_language", language));
+            }
         }
         let existing = self.load_doc(id)?;
         let mut tree = existing
@@ -363,6 +413,30 @@ impl Writer<'_> {
                 },
             };
             let parent_rev = parent.and_then(|p| tree.node(p)).map(|n| n.rev.clone());
+            #[cfg(feature = "js")]
+            if !id.starts_with("_design/") && self.has_validators()? {
+                // CouchDB's `oldDoc`: the revision edited (null for a new document, also one
+                // that replaces a deletion without naming it); `newDoc` carries the `_rev`
+                // edited, the new revision is made after validation.
+                let old = match (&update.rev, parent) {
+                    (Some(_), Some(p)) => self.rev_doc(id, &tree, p)?,
+                    _ => None,
+                };
+                let revisions = update
+                    .rev
+                    .as_ref()
+                    .map(|r| (r.pos(), vec![r.hash().to_owned()]));
+                let new_pos = parent_rev.as_ref().map_or(1, |r| r.pos() + 1);
+                let new_doc = new_doc_json(
+                    id,
+                    &update,
+                    update.rev.as_ref(),
+                    revisions,
+                    old.as_ref().map(|(_, r)| r),
+                    new_pos,
+                );
+                self.run_validators(&new_doc, old.as_ref().map(|(v, _)| v))?;
+            }
             if lww {
                 self.stamp(id, &mut update, parent_rev.as_ref())?;
             }
@@ -410,6 +484,33 @@ impl Writer<'_> {
             if tree.find(&leaf_rev).is_some() {
                 return Ok(leaf_rev);
             }
+            #[cfg(feature = "js")]
+            if !id.starts_with("_design/") && self.has_validators()? {
+                // CouchDB's `oldDoc` for a replicated revision: the nearest ancestor on its
+                // path whose body is stored (`make_first_doc_on_disk`), else null.
+                let mut old = None;
+                for rev in &sources {
+                    if let Some(index) = tree.find(rev) {
+                        if let Some(found) = self.rev_doc(id, &tree, index)? {
+                            old = Some(found);
+                            break;
+                        }
+                    }
+                }
+                let revisions = Some((
+                    leaf_rev.pos(),
+                    path.iter().map(|r| r.hash().to_owned()).collect(),
+                ));
+                let new_doc = new_doc_json(
+                    id,
+                    &update,
+                    Some(&leaf_rev),
+                    revisions,
+                    old.as_ref().map(|(_, r)| r),
+                    leaf_rev.pos(),
+                );
+                self.run_validators(&new_doc, old.as_ref().map(|(v, _)| v))?;
+            }
             let attachments = self.resolve_attachments(id, &mut update, None, &sources)?;
             match tree.merge_path(&path, update.deleted) {
                 Merge::AlreadyPresent => return Ok(leaf_rev),
@@ -431,6 +532,199 @@ impl Writer<'_> {
             Ok(leaf_rev)
         }
     }
+}
+
+/// `_revisions` ids CouchDB passes to query-server functions at most
+/// (`query_server_config/revs_limit`).
+#[cfg(feature = "js")]
+const JS_REVS_LIMIT: usize = 20;
+
+#[cfg(feature = "js")]
+impl Writer<'_> {
+    /// Whether a live design document has a `validate_doc_update`; brings the database's
+    /// compiled functions up to date with its design documents (once per transaction, again
+    /// after a design document is written in it).
+    fn has_validators(&mut self) -> Result<bool> {
+        if let Some(found) = &self.validator {
+            return Ok(found.is_some());
+        }
+        let mut live = Vec::new();
+        for entry in self.docs.range::<&str>("_design/".."_design0")? {
+            let (key, value) = entry?;
+            if DocRecord::peek_winner_deleted(value.value()) {
+                continue;
+            }
+            live.push((key.value().to_owned(), DocRecord::decode(value.value())?));
+        }
+        let key: Vec<(String, String)> = live
+            .iter()
+            .filter_map(|(id, rec)| {
+                let winner = rec.tree.winner().and_then(|w| rec.tree.node(w))?;
+                Some((id.clone(), winner.rev.to_string()))
+            })
+            .collect();
+        let cache = self.ddoc_cache;
+        let mut guard = cache.validators.lock().unwrap_or_else(|p| p.into_inner());
+        if !guard.as_ref().is_some_and(|v| v.matches(&key)) {
+            let mut ddocs = Vec::new();
+            for (id, rec) in &live {
+                let Some(winner) = rec.tree.winner().and_then(|w| rec.tree.node(w)) else {
+                    continue;
+                };
+                let Some(stored) = self.load_rev(id, &winner.rev)? else {
+                    continue;
+                };
+                let body: Map<String, Value> = serde_json::from_slice(&stored.body)
+                    .map_err(|e| Error::Corrupt(format!("stored body of {id}: {e}")))?;
+                if body.contains_key("validate_doc_update") {
+                    ddocs.push((id.clone(), body));
+                }
+            }
+            *guard = Some(crate::js::ddoc::Validators::compile(key, ddocs));
+        }
+        let any = guard.as_ref().is_some_and(|v| !v.is_empty());
+        self.validator = Some(any.then(|| "javascript".to_owned()));
+        Ok(any)
+    }
+
+    /// Runs the validation functions on `new_doc`.
+    fn run_validators(&mut self, new_doc: &Value, old_doc: Option<&Value>) -> Result<()> {
+        let context = match &self.write_ctx {
+            Some(c) => c.clone(),
+            None => WriteContext::admin(""),
+        };
+        let cache = self.ddoc_cache;
+        let mut guard = cache.validators.lock().unwrap_or_else(|p| p.into_inner());
+        match guard.as_mut() {
+            Some(validators) => {
+                validators.check(new_doc, old_doc, &context.user_ctx, &context.sec_obj)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// A stored revision as CouchDB hands it to a query server (`json_doc`): `_id`, `_rev`,
+    /// the body, `_deleted`, `_revisions` (at most 20 ids), attachment stubs. `None` when its
+    /// body is not stored.
+    fn rev_doc(
+        &self,
+        id: &str,
+        tree: &RevTree,
+        index: usize,
+    ) -> Result<Option<(Value, RevRecord)>> {
+        let Some(node) = tree.node(index) else {
+            return Ok(None);
+        };
+        let Some(record) = self.load_rev(id, &node.rev)? else {
+            return Ok(None);
+        };
+        let body: Map<String, Value> = serde_json::from_slice(&record.body)
+            .map_err(|e| Error::Corrupt(format!("stored body of {id}: {e}")))?;
+        let mut json = Map::with_capacity(body.len() + 5);
+        json.insert("_id".into(), Value::String(id.to_owned()));
+        json.insert("_rev".into(), Value::String(node.rev.to_string()));
+        json.extend(body);
+        if node.deleted {
+            json.insert("_deleted".into(), Value::Bool(true));
+        }
+        let (start, ids) = tree.revisions(index);
+        json.insert(
+            "_revisions".into(),
+            serde_json::json!({"start": start, "ids": ids.iter().take(JS_REVS_LIMIT).collect::<Vec<_>>()}),
+        );
+        if !record.attachments.is_empty() {
+            let stubs: Map<String, Value> = record
+                .attachments
+                .iter()
+                .map(|a| {
+                    (
+                        a.name.clone(),
+                        serde_json::json!({
+                            "content_type": a.content_type,
+                            "revpos": a.revpos,
+                            "digest": a.digest,
+                            "length": a.length,
+                            "stub": true,
+                        }),
+                    )
+                })
+                .collect();
+            json.insert("_attachments".into(), Value::Object(stubs));
+        }
+        Ok(Some((Value::Object(json), record)))
+    }
+}
+
+/// The document being written as `validate_doc_update` sees it (CouchDB's
+/// `couch_doc:to_json_obj(Doc, [revs])` before the new revision is made): `_id`, `_rev` and
+/// `_revisions` when the update names a revision, the body, `_deleted`, attachments as stubs
+/// (a stub's metadata from `base`, the revision it keeps them from).
+#[cfg(feature = "js")]
+fn new_doc_json(
+    id: &str,
+    update: &DocUpdate,
+    rev: Option<&RevId>,
+    revisions: Option<(u64, Vec<String>)>,
+    base: Option<&RevRecord>,
+    new_pos: u64,
+) -> Value {
+    let mut json = Map::with_capacity(update.body.len() + 5);
+    json.insert("_id".into(), Value::String(id.to_owned()));
+    if let Some(rev) = rev {
+        json.insert("_rev".into(), Value::String(rev.to_string()));
+    }
+    json.extend(update.body.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if update.deleted {
+        json.insert("_deleted".into(), Value::Bool(true));
+    }
+    if let Some((start, ids)) = revisions {
+        json.insert(
+            "_revisions".into(),
+            serde_json::json!({"start": start, "ids": ids.into_iter().take(JS_REVS_LIMIT).collect::<Vec<_>>()}),
+        );
+    }
+    if let Some(atts) = &update.attachments {
+        let mut stubs = Map::new();
+        for att in atts {
+            let stub = match &att.kind {
+                AttachmentKind::Data { content, revpos } => serde_json::json!({
+                    "content_type": content.content_type,
+                    "revpos": revpos.unwrap_or(new_pos),
+                    "digest": content.digest(),
+                    "length": content.length,
+                    "stub": true,
+                }),
+                AttachmentKind::Stub { digest } => {
+                    match base.and_then(|b| b.attachments.iter().find(|a| a.name == att.name)) {
+                        Some(a) => serde_json::json!({
+                            "content_type": a.content_type,
+                            "revpos": a.revpos,
+                            "digest": a.digest,
+                            "length": a.length,
+                            "stub": true,
+                        }),
+                        None => serde_json::json!({"digest": digest, "stub": true}),
+                    }
+                }
+                AttachmentKind::Follows {
+                    content_type,
+                    length,
+                    revpos,
+                    digest,
+                    ..
+                } => serde_json::json!({
+                    "content_type": content_type,
+                    "revpos": revpos.unwrap_or(new_pos),
+                    "digest": digest,
+                    "length": length,
+                    "stub": true,
+                }),
+            };
+            stubs.insert(att.name.clone(), stub);
+        }
+        json.insert("_attachments".into(), Value::Object(stubs));
+    }
+    Value::Object(json)
 }
 
 impl Writer<'_> {
@@ -619,8 +913,19 @@ impl Database {
     pub fn put(
         &self,
         id: Option<&str>,
+        update: DocUpdate,
+        new_edits: bool,
+    ) -> Result<(String, RevId)> {
+        self.put_as(id, update, new_edits, &WriteContext::admin(self.name()))
+    }
+
+    /// [`Database::put`] by the writer `context` describes (for `validate_doc_update`).
+    pub fn put_as(
+        &self,
+        id: Option<&str>,
         mut update: DocUpdate,
         new_edits: bool,
+        context: &WriteContext,
     ) -> Result<(String, RevId)> {
         let id = match (id, update.id.take()) {
             (Some(id), _) => id.to_owned(),
@@ -639,7 +944,10 @@ impl Database {
             })?;
             return Ok((id, rev));
         }
-        let rev = self.write(|w| w.update_doc(&id, update, new_edits))?;
+        let rev = self.write(|w| {
+            w.write_ctx = Some(context.clone());
+            w.update_doc(&id, update, new_edits)
+        })?;
         Ok((id, rev))
     }
 
@@ -650,7 +958,20 @@ impl Database {
         docs: Vec<Result<DocUpdate>>,
         new_edits: bool,
     ) -> Result<Vec<BulkResult>> {
+        self.bulk_docs_as(docs, new_edits, &WriteContext::admin(self.name()))
+    }
+
+    /// [`Database::bulk_docs`] by the writer `context` describes (for `validate_doc_update`):
+    /// a document a validation function refuses gets its `forbidden` or `unauthorized` error,
+    /// the others are written.
+    pub fn bulk_docs_as(
+        &self,
+        docs: Vec<Result<DocUpdate>>,
+        new_edits: bool,
+        context: &WriteContext,
+    ) -> Result<Vec<BulkResult>> {
         self.write(|w| {
+            w.write_ctx = Some(context.clone());
             let mut results = Vec::with_capacity(docs.len());
             for doc in docs {
                 let mut update = match doc {
@@ -727,8 +1048,21 @@ impl Database {
         name: &str,
         content: PreparedAttachment,
     ) -> Result<RevId> {
+        self.put_attachment_as(id, rev, name, content, &WriteContext::admin(self.name()))
+    }
+
+    /// [`Database::put_attachment`] by the writer `context` describes.
+    pub fn put_attachment_as(
+        &self,
+        id: &str,
+        rev: Option<RevId>,
+        name: &str,
+        content: PreparedAttachment,
+        context: &WriteContext,
+    ) -> Result<RevId> {
         crate::doc::check_attachment_name(name)?;
         self.write(|w| {
+            w.write_ctx = Some(context.clone());
             let mut update = base_update(w, id, rev.as_ref())?;
             // The new attachment first, then the others (CouchDB's order).
             let atts = update.attachments.get_or_insert_with(Vec::new);
@@ -749,7 +1083,19 @@ impl Database {
 
     /// Removes attachment `name` in a new revision after `rev` (404 if there is no such attachment).
     pub fn delete_attachment(&self, id: &str, rev: RevId, name: &str) -> Result<RevId> {
+        self.delete_attachment_as(id, rev, name, &WriteContext::admin(self.name()))
+    }
+
+    /// [`Database::delete_attachment`] by the writer `context` describes.
+    pub fn delete_attachment_as(
+        &self,
+        id: &str,
+        rev: RevId,
+        name: &str,
+        context: &WriteContext,
+    ) -> Result<RevId> {
         self.write(|w| {
+            w.write_ctx = Some(context.clone());
             let mut update = base_update(w, id, Some(&rev))?;
             let atts = update.attachments.get_or_insert_with(Vec::new);
             let before = atts.len();

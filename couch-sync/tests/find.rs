@@ -733,3 +733,171 @@ proptest! {
         });
     }
 }
+
+/// One change to a document in the index-consistency property.
+#[derive(Debug, Clone)]
+enum Op {
+    Put(Option<Value>, Option<Value>),
+    Delete,
+    /// A conflicting revision of the document, as replication writes it.
+    Conflict(Option<Value>),
+}
+
+fn arb_op() -> impl Strategy<Value = (usize, Op)> {
+    let op = prop_oneof![
+        3 => (prop::option::of(arb_value()), prop::option::of(arb_value()))
+            .prop_map(|(x, y)| Op::Put(x, y)),
+        1 => Just(Op::Delete),
+        1 => prop::option::of(arb_value()).prop_map(Op::Conflict),
+    ];
+    (0usize..6, op)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// Indexes created first and then kept up to date write by write (updates, deletions,
+    /// conflicting revisions, compaction) answer as a filter over the winning revisions does,
+    /// in index order.
+    #[test]
+    fn indexes_follow_writes_deletes_conflicts_and_compaction(
+        ops in prop::collection::vec(arb_op(), 1..30),
+        selector in arb_selector(),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let s = db_with(json!([])).await;
+            for (ddoc, fields) in [("x", json!(["x"])), ("xy", json!(["x", "y"]))] {
+                let r = s.post_json("/db/_index", &json!({"index": {"fields": fields}, "ddoc": ddoc, "name": ddoc})).await;
+                assert_eq!(r.status, 200, "{}", r.json());
+            }
+            for (n, (i, op)) in ops.iter().enumerate() {
+                let id = format!("doc{i}");
+                let current = s.get(&format!("/db/{id}")).await;
+                let rev = (current.status == 200).then(|| current.json()["_rev"].as_str().unwrap().to_owned());
+                let with = |x: &Option<Value>, y: &Option<Value>| {
+                    let mut d = json!({});
+                    if let Some(x) = x { d["x"] = x.clone(); }
+                    if let Some(y) = y { d["y"] = y.clone(); }
+                    d
+                };
+                match op {
+                    Op::Put(x, y) => {
+                        let mut d = with(x, y);
+                        if let Some(rev) = &rev { d["_rev"] = json!(rev); }
+                        let r = s.put_json(&format!("/db/{id}"), &d).await;
+                        assert_eq!(r.status, 201, "{}", r.json());
+                    }
+                    Op::Delete => {
+                        if let Some(rev) = &rev {
+                            let r = s.send("DELETE", &format!("/db/{id}?rev={rev}"), &[], "").await;
+                            assert_eq!(r.status, 200, "{}", r.json());
+                        }
+                    }
+                    Op::Conflict(x) => {
+                        let mut d = with(x, &None);
+                        d["_id"] = json!(id);
+                        d["_rev"] = json!(format!("1-{:032x}", n + 1));
+                        let r = s.post_json("/db/_bulk_docs", &json!({"docs": [d], "new_edits": false})).await;
+                        assert_eq!(r.status, 201, "{}", r.json());
+                    }
+                }
+            }
+            for compacted in [false, true] {
+                if compacted {
+                    let r = s.send("POST", "/db/_compact", &[("content-type", "application/json")], "").await;
+                    assert_eq!(r.status, 202, "{}", r.json());
+                }
+                let all = s.get("/db/_all_docs?include_docs=true").await.json();
+                let winners: Vec<Value> = all["rows"].as_array().unwrap().iter()
+                    .map(|r| r["doc"].clone())
+                    .filter(|d| !d["_id"].as_str().unwrap().starts_with("_design/"))
+                    .collect();
+                let expected = naive(&winners, &selector);
+                for use_index in ["x", "xy", "_all_docs"] {
+                    let body = json!({"selector": selector, "limit": 1000, "use_index": use_index});
+                    let r = s.post_json("/db/_find", &body).await;
+                    assert_eq!(r.status, 200, "{}", r.json());
+                    let got: BTreeSet<String> = ids(&r).into_iter().collect();
+                    assert_eq!(&got, &expected, "{body} (compacted: {compacted})");
+                }
+                // Sorted through the index: the order of x (then id), as collation says.
+                let body = json!({"selector": {"x": {"$gte": null}}, "sort": ["x"], "limit": 1000});
+                let r = s.post_json("/db/_find", &body).await;
+                assert_eq!(r.status, 200, "{}", r.json());
+                let docs = r.json()["docs"].as_array().unwrap().clone();
+                let mut want: Vec<&Value> = winners.iter().filter(|d| d.get("x").is_some()).collect();
+                want.sort_by(|a, b| couch_sync::json::collate(&a["x"], &b["x"])
+                    .then_with(|| a["_id"].as_str().cmp(&b["_id"].as_str())));
+                let want: Vec<&str> = want.iter().map(|d| d["_id"].as_str().unwrap()).collect();
+                let got: Vec<&str> = docs.iter().map(|d| d["_id"].as_str().unwrap()).collect();
+                assert_eq!(got, want);
+            }
+        });
+    }
+}
+
+/// An index kept in tables is read within the selector's range and stops at the limit: the keys
+/// examined say so (a scan would examine every document). A write acknowledged is in the next
+/// query's index, and deleting the index's design document drops it.
+#[tokio::test]
+async fn indexed_queries_read_only_their_range_and_see_every_acknowledged_write() {
+    let docs: Vec<Value> = (0..100)
+        .map(|i| json!({"_id": format!("d{i:03}"), "x": i}))
+        .collect();
+    let s = db_with(Value::Array(docs)).await;
+    let r = s
+        .post_json(
+            "/db/_index",
+            &json!({"index": {"fields": ["x"]}, "ddoc": "by-x", "name": "x"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let find = async |body: Value| s.post_json("/db/_find", &body).await;
+    let r = find(json!({"selector": {"x": {"$gte": 90}}, "execution_stats": true})).await;
+    assert_eq!(ids(&r).len(), 10);
+    assert_eq!(r.json()["execution_stats"]["total_keys_examined"], 10);
+    let r = find(json!({"selector": {"x": {"$gt": 10, "$lt": 20}}, "execution_stats": true})).await;
+    assert_eq!(ids(&r).len(), 9);
+    assert_eq!(r.json()["execution_stats"]["total_keys_examined"], 9);
+    let r = find(
+        json!({"selector": {"x": {"$gte": 0}}, "limit": 3, "execution_stats": true,
+                        "sort": [{"x": "desc"}]}),
+    )
+    .await;
+    assert_eq!(ids(&r), ["d099", "d098", "d097"]);
+    assert_eq!(r.json()["execution_stats"]["total_keys_examined"], 3);
+    // Acknowledged writes are in the next query: a new document, a change, a deletion.
+    assert_eq!(s.put_json("/db/new", &json!({"x": 1000})).await.status, 201);
+    let rev = s.get("/db/d095").await.json()["_rev"].clone();
+    assert_eq!(
+        s.put_json("/db/d095", &json!({"_rev": rev, "x": -1}))
+            .await
+            .status,
+        201
+    );
+    let rev = s.get("/db/d096").await.json()["_rev"].clone();
+    let path = format!("/db/d096?rev={}", rev.as_str().unwrap());
+    assert_eq!(s.send("DELETE", &path, &[], "").await.status, 200);
+    let r = find(json!({"selector": {"x": {"$gte": 90}}})).await;
+    assert_eq!(
+        ids(&r),
+        [
+            "d090", "d091", "d092", "d093", "d094", "d097", "d098", "d099", "new"
+        ]
+    );
+    let r = find(json!({"selector": {"x": {"$lt": 1}}})).await;
+    assert_eq!(ids(&r), ["d095", "d000"]);
+    // The index gone with its design document: queries scan again, with CouchDB's warning.
+    let ddoc = s.get("/db/_design/by-x").await.json();
+    let path = format!("/db/_design/by-x?rev={}", ddoc["_rev"].as_str().unwrap());
+    assert_eq!(s.send("DELETE", &path, &[], "").await.status, 200);
+    let r = find(json!({"selector": {"x": {"$gte": 90}}, "execution_stats": true})).await;
+    assert_eq!(r.json()["execution_stats"]["total_keys_examined"], 100);
+    assert!(
+        r.json()["warning"]
+            .as_str()
+            .unwrap()
+            .contains("No matching index")
+    );
+}

@@ -195,3 +195,94 @@ async fn denials_and_document_filtering() {
         serde_json::from_slice(&s.send("GET", "/shared/_all_docs", &admin, "").await.body).unwrap();
     assert_eq!(all["rows"].as_array().unwrap().len(), 3);
 }
+
+/// `viewer` may not read `private`, but holds the read grant of its Mango index `q/by-n`, and
+/// sees only documents whose `readers` list names it.
+struct ViewGrant;
+
+impl Authorize for ViewGrant {
+    fn authorize(&self, request: &Parts, op: &Operation<'_>) -> Decision {
+        let user = request.headers.get("x-user").and_then(|v| v.to_str().ok());
+        match (user, op) {
+            (Some("admin"), _) => Decision::Allow,
+            (
+                Some("viewer"),
+                Operation::ReadView {
+                    db: "private",
+                    ddoc: "q",
+                    view: "by-n",
+                },
+            ) => Decision::AllowFiltered(Arc::new(ReadersFilter("viewer".into()))),
+            (Some("viewer"), _) => Decision::Forbidden("viewer may read one index".into()),
+            _ => Decision::Unauthorized("identify yourself".into()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn find_through_a_granted_index_without_reading_the_database() {
+    let s = common::start_with(ServerConfig::default(), Arc::new(ViewGrant)).await;
+    let admin = [("x-user", "admin"), ("content-type", "application/json")];
+    let viewer = [("x-user", "viewer"), ("content-type", "application/json")];
+    assert_eq!(s.send("PUT", "/private", &admin, "").await.status, 201);
+    for (id, n, readers) in [
+        ("a", json!(1), json!(["viewer"])),
+        ("b", json!(2), json!(["someone"])),
+        ("c", json!(3), json!(["viewer", "someone"])),
+        ("d", Value::Null, json!(["viewer"])),
+    ] {
+        let mut body = json!({"readers": readers, "m": 1});
+        if !n.is_null() {
+            body["n"] = n;
+        }
+        let status = s
+            .send("PUT", &format!("/private/{id}"), &admin, body.to_string())
+            .await
+            .status;
+        assert_eq!(status, 201);
+    }
+    for (ddoc, name, field) in [("q", "by-n", "n"), ("other", "by-m", "m")] {
+        let index = json!({"index": {"fields": [field]}, "ddoc": ddoc, "name": name});
+        let reply = s
+            .send("POST", "/private/_index", &admin, index.to_string())
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.json());
+    }
+    let find = |selector: Value, use_index: Option<&str>| {
+        let mut body = json!({"selector": selector});
+        if let Some(i) = use_index {
+            body["use_index"] = json!(i);
+        }
+        s.send("POST", "/private/_find", &viewer, body.to_string())
+    };
+    // Through the granted index: only documents in it (those with `n`) that name the viewer.
+    let reply = find(json!({"n": {"$gt": 0}}), None).await;
+    assert_eq!(reply.status, 200, "{}", reply.json());
+    let ids: Vec<Value> = reply.json()["docs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["_id"].clone())
+        .collect();
+    assert_eq!(ids, vec![json!("a"), json!("c")]);
+    // A query the planner serves from another index, or from `_all_docs`: refused.
+    find(json!({"m": {"$gt": 0}}), None)
+        .await
+        .assert_error(403, "forbidden");
+    find(json!({"_id": {"$gt": null}}), None)
+        .await
+        .assert_error(403, "forbidden");
+    // An unusable `use_index` falls back to the index CouchDB would pick (with a warning):
+    // the granted one here, so the query is answered through it.
+    let reply = find(json!({"n": {"$gt": 0}}), Some("other")).await;
+    assert_eq!(reply.status, 200, "{}", reply.json());
+    assert_eq!(reply.json()["docs"].as_array().map(Vec::len), Some(2));
+    assert!(reply.json()["warning"].as_str().unwrap().contains("other"));
+    // And the database itself stays closed.
+    s.send("GET", "/private/_all_docs", &viewer, "")
+        .await
+        .assert_error(403, "forbidden");
+    s.send("GET", "/private/a", &viewer, "")
+        .await
+        .assert_error(403, "forbidden");
+}

@@ -10,7 +10,7 @@
 //! | `GET /_hub/api/status` | owner or admin | identity, peers, replication, databases, pairings (JSON) |
 //! | `POST /_hub/api/pair/start` `{url, kind}` | owner or admin | pairs with a hub; answers the code |
 //! | `POST /_hub/api/pair/confirm` `{code}` | owner or admin | confirms a pairing showing that code |
-//! | `POST /_hub/api/grant`, `/_hub/api/revoke` `{db, member, right}` | owner or admin | changes the ACL |
+//! | `POST /_hub/api/grant`, `/_hub/api/revoke` `{db, member, right}` (`view: "DDOC/VIEW"` for a view's read grant) | owner or admin | changes the ACL |
 //! | `POST /_hub/api/replicate` `{peer, db?}` | owner or admin | one-shot sync; progress as JSON lines |
 //! | `POST /_hub/api/compact/{db}` | owner or admin | compacts a database |
 //!
@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use acls_and_groups::{AclScope, Action, Member, Principal, Resource, Right};
+use acls_and_groups::{AclScope, Action, Member, Principal, Resource, Right, ViewName};
 use anyhow::anyhow;
 use axum::Router;
 use axum::body::Body;
@@ -375,10 +375,35 @@ fn acl_change(hub: &Hub, body: &Value, grant: bool) -> ApiResult<Value> {
             ));
         }
     };
-    let scope: AclScope = db
-        .parse()
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, "bad_request", format!("{e}")))?;
+    let bad = |e: &dyn std::fmt::Display| {
+        ApiError(StatusCode::BAD_REQUEST, "bad_request", format!("{e}"))
+    };
+    let scope: AclScope = db.parse().map_err(|e| bad(&e))?;
     let mut changed = false;
+    if let Some(view) = body.get("view").filter(|v| !v.is_null()) {
+        // A view's own read grant: `DDOC/VIEW` (a Mango index is `DDOC/INDEX`).
+        let view = view.as_str().ok_or_else(|| bad(&"view must be a string"))?;
+        if right != Right::Read {
+            return Err(bad(&"a view grants only read"));
+        }
+        let (ddoc, name) = view
+            .split_once('/')
+            .filter(|(d, v)| !d.is_empty() && !v.is_empty() && !v.contains('/'))
+            .ok_or_else(|| bad(&format!("a view is named DDOC/VIEW, not {view:?}")))?;
+        let AclScope::Database(db) = scope else {
+            return Err(bad(&"a view belongs to one database, not to *"));
+        };
+        let view = ViewName::new(&format!("{ddoc}/{name}")).map_err(|e| bad(&e))?;
+        hub.update_policy(|policy| {
+            changed = if grant {
+                policy.grant_view(&db, &view, member.clone())?
+            } else {
+                policy.revoke_view(&db, view.as_str(), &member)
+            };
+            Ok(())
+        })?;
+        return Ok(json!({"ok": true, "changed": changed}));
+    }
     hub.update_policy(|policy| {
         changed = if grant {
             policy.grant(&scope, right, member.clone())?

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | server info, `_all_dbs` | nothing (`_all_dbs` then lists only readable databases) |
 //! | read a database (docs, attachments, `_all_docs`, `_changes`, `_bulk_get`, `_revs_diff`) | read; documents with a `thali_readers` list only for those readers (admins see all) |
+//! | read a view (`_design/D/_view/V`), or `_find` through the index `D/V` | read on the database, or the view's own read grant `D/V` (`device-hub grant DB/D/V MEMBER read`); documents with a `thali_readers` list only for those readers |
 //! | write documents | write (and the database under its quota) |
 //! | write `_design/` documents | create-view (write) |
 //! | write `_local/` documents (replication checkpoints) | read or write |
@@ -12,6 +13,8 @@
 //! | `_replicate`, `_active_tasks` | the owner |
 //!
 //! Anonymous callers are answered 401, identified ones 403, both with the policy's explanation.
+//! Design-document functions (`validate_doc_update`, filters) see the caller as CouchDB's
+//! `userCtx`: `name` its key id, `roles` its groups (and `_admin` for admins and the owner).
 
 use std::sync::Arc;
 
@@ -138,6 +141,32 @@ impl HubAuth {
 }
 
 impl Authorize for HubAuth {
+    /// What `validate_doc_update` and filter functions see as `userCtx`: the caller's key id
+    /// as `name` (`null` for anonymous callers), the groups it is in as `roles`, and `_admin`
+    /// for the owner and the database's admins (CouchDB's administrator role).
+    fn user_ctx(&self, parts: &Parts, db: &str) -> Value {
+        let who = principal(&self.hub, parts);
+        let policy = self.hub.policy();
+        let mut roles: Vec<Value> = policy
+            .groups_of(&who)
+            .iter()
+            .map(|g| Value::String(g.as_str().to_owned()))
+            .collect();
+        if policy.is_owner(&who)
+            || policy
+                .may(who, Action::Admin, Resource::Database(db))
+                .allowed
+        {
+            roles.push(Value::String("_admin".into()));
+        }
+        let name = match who {
+            Principal::Key(key) => Value::String(key.to_string()),
+            Principal::Owner => Value::String(policy.owner().to_string()),
+            _ => Value::Null,
+        };
+        serde_json::json!({"db": db, "name": name, "roles": roles})
+    }
+
     fn authorize(&self, parts: &Parts, op: &Operation<'_>) -> Decision {
         let who = principal(&self.hub, parts);
         let policy = self.hub.policy();
@@ -165,6 +194,32 @@ impl Authorize for HubAuth {
                 }
                 Err(d) => Err(d),
             },
+            // A view (or a Mango index used by `_find`): its own read grant, or read on the
+            // database; documents hidden by their reader list stay hidden in its rows.
+            Operation::ReadView { db, ddoc, view } => {
+                let name = format!("{ddoc}/{view}");
+                let decision = policy.may(who, Action::Read, Resource::View { db, view: &name });
+                if !decision.allowed {
+                    let reason = decision.to_string();
+                    return match who {
+                        Principal::Anonymous => Decision::Unauthorized(reason),
+                        _ => Decision::Forbidden(reason),
+                    };
+                }
+                if owner
+                    || policy
+                        .may(who, Action::Admin, Resource::Database(db))
+                        .allowed
+                {
+                    Ok(())
+                } else {
+                    return Decision::AllowFiltered(Arc::new(Readers {
+                        policy,
+                        principal: who,
+                        db: db.to_owned(),
+                    }));
+                }
+            }
             // The policy itself: changing ACLs needs admin.
             Operation::WriteDb { db } | Operation::WriteDesign { db }
                 if db == crate::hub::POLICY_DB =>

@@ -60,9 +60,11 @@ enum Command {
         #[command(subcommand)]
         command: AppCommand,
     },
-    /// Grant a principal or group a right on a database (`*` for all).
+    /// Grant a principal or group a right on a database (`*` for all), or read on one view.
     Grant {
-        /// Database name, or `*`.
+        /// Database name, `*`, or `DB/DDOC/VIEW` for the view `_design/DDOC/_view/VIEW` (or the
+        /// Mango index `VIEW` of `_design/DDOC`): its rows may then be read without reading
+        /// the database (right `read` only).
         db: String,
         /// `key:ID`, a key id, `group:NAME`, a group name, or `anonymous`.
         member: String,
@@ -71,7 +73,7 @@ enum Command {
     },
     /// Take a right back.
     Revoke {
-        /// Database name, or `*`.
+        /// Database name, `*`, or `DB/DDOC/VIEW`.
         db: String,
         /// As for `grant`.
         member: String,
@@ -188,7 +190,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .ok(
                     "POST",
                     "/_hub/api/grant",
-                    Some(&json!({"db": db, "member": member, "right": right})),
+                    Some(&acl_request(&db, &member, &right)),
                 )
                 .await?;
             println!(
@@ -207,7 +209,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .ok(
                     "POST",
                     "/_hub/api/revoke",
-                    Some(&json!({"db": db, "member": member, "right": right})),
+                    Some(&acl_request(&db, &member, &right)),
                 )
                 .await?;
             println!(
@@ -600,5 +602,17 @@ fn print_status(s: &Value) {
             p["kind"].as_str().unwrap_or(""),
             p["code"].as_str().unwrap_or("(in progress)")
         );
+    }
+}
+
+/// The API request of `grant`/`revoke`: `DB/DDOC/VIEW` names a view (its last two segments;
+/// database names may themselves contain `/`), anything else a database or `*`.
+fn acl_request(target: &str, member: &str, right: &str) -> Value {
+    let parts: Vec<&str> = target.rsplitn(3, '/').collect();
+    match parts.as_slice() {
+        [view, ddoc, db] => json!({
+            "db": db, "view": format!("{ddoc}/{view}"), "member": member, "right": right
+        }),
+        _ => json!({"db": target, "member": member, "right": right}),
     }
 }

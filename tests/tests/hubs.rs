@@ -480,3 +480,155 @@ async fn a_write_the_hub_refuses_shows_on_the_status_and_is_not_lost() {
     })
     .await;
 }
+
+/// The seeds' per-view read ACL: a friend may read `_design/stats/_view/daily` of the sensor
+/// readings (and `_find` through a granted index) but not the raw readings; documents hidden by
+/// `thali_readers` are in none of its rows, reductions or `include_docs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_grant_reads_that_view_and_nothing_else() {
+    let a = Hub::start("sensors");
+    let friend = stranger();
+    let member = format!("key:{}", friend.key_id());
+    put(&a, "/readings", json!({})).await;
+    for (id, day, temp, hidden) in [
+        ("r1", "2026-11-01", 40, false),
+        ("r2", "2026-11-01", 45, false),
+        ("r3", "2026-11-02", 30, false),
+        ("r4", "2026-11-02", 99, true),
+    ] {
+        let mut doc = json!({"day": day, "temp": temp});
+        if hidden {
+            doc["thali_readers"] = json!(["group:me"]);
+        }
+        put(&a, &format!("/readings/{id}"), doc).await;
+    }
+    put(
+        &a,
+        "/readings/_design/stats",
+        json!({"views": {
+            "daily": {"map": "function (doc) { if (doc.day) emit(doc.day, doc.temp); }",
+                      "reduce": "_sum"},
+            "raw": {"map": "function (doc) { emit(doc._id, doc.temp); }"}
+        }}),
+    )
+    .await;
+    let owner = a.owner();
+    let (status, reply) = a
+        .request(
+            Some(&owner),
+            "POST",
+            "/readings/_index",
+            Some(&json!({"index": {"fields": ["temp"]}, "ddoc": "hot", "name": "by-temp"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let daily = "/readings/_design/stats/_view/daily";
+    let hot = json!({"selector": {"temp": {"$gt": 35}}});
+
+    // Before any grant: nothing.
+    let (status, _) = a
+        .request(Some(&friend), "GET", &format!("{daily}?group=true"), None)
+        .await;
+    assert_eq!(status, 403);
+    a.cli_ok(&["grant", "readings/stats/daily", &member, "read"]);
+    a.cli_ok(&["grant", "readings/hot/by-temp", &member, "read"]);
+
+    // The granted view, without the hidden reading (the owner sees it).
+    let (status, reply) = a
+        .request(Some(&friend), "GET", &format!("{daily}?group=true"), None)
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        reply["rows"],
+        json!([{"key": "2026-11-01", "value": 85}, {"key": "2026-11-02", "value": 30}])
+    );
+    let (_, mine) = a
+        .request(Some(&owner), "GET", &format!("{daily}?group=true"), None)
+        .await;
+    assert_eq!(mine["rows"][1], json!({"key": "2026-11-02", "value": 129}));
+    let (status, reply) = a
+        .request(
+            Some(&friend),
+            "GET",
+            &format!("{daily}?reduce=false&include_docs=true"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let ids: Vec<&str> = reply["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["doc"]["_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["r1", "r2", "r3"]);
+    // `_find` through the granted index, without the hidden reading.
+    let (status, reply) = a
+        .request(Some(&friend), "POST", "/readings/_find", Some(&hot))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let ids: Vec<&str> = reply["docs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["r1", "r2"]);
+
+    // Everything else stays closed: the other view, the raw readings, `_find` on `_all_docs`.
+    for (method, path) in [
+        ("GET", "/readings/_design/stats/_view/raw"),
+        ("GET", "/readings/_all_docs"),
+        ("GET", "/readings/r1"),
+        ("GET", "/readings/_changes"),
+        ("GET", "/readings/_design/stats"),
+    ] {
+        let (status, reply) = a.request(Some(&friend), method, path, None).await;
+        assert_eq!(status, 403, "{method} {path}: {reply}");
+    }
+    let (status, _) = a
+        .request(
+            Some(&friend),
+            "POST",
+            "/readings/_find",
+            Some(&json!({"selector": {"day": "2026-11-01"}})),
+        )
+        .await;
+    assert_eq!(status, 403);
+
+    // Revoked: closed again.
+    a.cli_ok(&["revoke", "readings/stats/daily", &member, "read"]);
+    let (status, _) = a
+        .request(Some(&friend), "GET", &format!("{daily}?group=true"), None)
+        .await;
+    assert_eq!(status, 403);
+
+    // validate_doc_update sees the caller as CouchDB's userCtx: its key id as `name`.
+    put(&a, "/signed", json!({})).await;
+    put(
+        &a,
+        "/signed/_design/rules",
+        json!({"validate_doc_update": "function (doc, old, user) { \
+            if (user.roles.indexOf('_admin') < 0 && doc.by !== user.name) \
+              throw({forbidden: 'by must be ' + user.name}); }"}),
+    )
+    .await;
+    a.cli_ok(&["grant", "signed", &member, "write"]);
+    let me = friend.key_id().to_string();
+    let (status, reply) = a
+        .request(Some(&friend), "PUT", "/signed/ok", Some(&json!({"by": me})))
+        .await;
+    assert_eq!(status, 201, "{reply}");
+    let (status, reply) = a
+        .request(
+            Some(&friend),
+            "PUT",
+            "/signed/forged",
+            Some(&json!({"by": "x"})),
+        )
+        .await;
+    assert_eq!(status, 403, "{reply}");
+    assert_eq!(reply["reason"], format!("by must be {me}"));
+    // The owner is `_admin`.
+    put(&a, "/signed/by-owner", json!({"by": "anyone"})).await;
+}

@@ -21,12 +21,18 @@ pub(crate) struct Row {
     pub(crate) doc: Value,
 }
 
-/// Where an index's rows come from, in ascending index order (key in CouchDB collation, then
-/// document id). Today every index is computed by scanning the documents ([`Scan`]); an index
-/// kept in its own redb table is another implementation.
+/// Where an index's rows come from, in index order (key in CouchDB collation, then document
+/// id): the index's own redb tables ([`super::stored::Stored`]), or a scan of the documents
+/// ([`Scan`]) for a database whose indexes have no tables yet.
 pub(crate) trait RowSource {
-    /// All rows of `index`, ascending.
-    fn rows(&self, index: &Index) -> Result<Vec<Row>>;
+    /// The rows of `index` (ascending, or descending with `desc`), at least those whose first
+    /// column is within `first` (a source may return more: the selector decides).
+    fn rows<'a>(
+        &'a self,
+        index: &Index,
+        first: Option<&super::selector::Range>,
+        desc: bool,
+    ) -> Result<Box<dyn Iterator<Item = Result<Row>> + 'a>>;
 }
 
 /// Indexes computed from the documents themselves (winning, non-deleted revisions; design
@@ -37,7 +43,12 @@ pub(crate) struct Scan {
 }
 
 impl RowSource for Scan {
-    fn rows(&self, index: &Index) -> Result<Vec<Row>> {
+    fn rows<'a>(
+        &'a self,
+        index: &Index,
+        _first: Option<&super::selector::Range>,
+        desc: bool,
+    ) -> Result<Box<dyn Iterator<Item = Result<Row>> + 'a>> {
         let partial = index.partial().map(Selector::parse).transpose()?;
         let mut rows: Vec<Row> = self
             .docs
@@ -54,7 +65,10 @@ impl RowSource for Scan {
         if !index.is_special() {
             rows.sort_by(|a, b| cmp_rows((&a.key, &a.id), (&b.key, &b.id)));
         }
-        Ok(rows)
+        if desc {
+            rows.reverse();
+        }
+        Ok(Box::new(rows.into_iter().map(Ok)))
     }
 }
 
@@ -114,15 +128,13 @@ pub(crate) fn execute(plan: &Plan, opts: &FindOpts, source: &dyn RowSource) -> R
     let mut docs = Vec::new();
     let mut last: Option<(Value, String)> = None;
     if !plan.is_noop() {
-        let mut rows = source.rows(&plan.index)?;
         let desc = opts.sort.dir() == Dir::Desc;
-        if desc {
-            rows.reverse();
-        }
+        let rows = source.rows(&plan.index, plan.prefix.first(), desc)?;
         let covering = plan.covering(opts);
         let mut skip = opts.skip;
         let mut limit = opts.limit;
         for row in rows {
+            let row = row?;
             if let Some((key, id)) = &after {
                 let ord = cmp_rows((&row.key, &row.id), (key, id));
                 let past = if desc {
@@ -153,6 +165,10 @@ pub(crate) fn execute(plan: &Plan, opts: &FindOpts, source: &dyn RowSource) -> R
             }
             limit -= 1;
             docs.push(project(&row.doc, &opts.fields));
+            if limit == 0 {
+                // As CouchDB's view fold: no row is read past the last one returned.
+                break;
+            }
         }
     }
     stats.results_returned = docs.len() as u64;

@@ -1,13 +1,15 @@
 //! Mango queries as Apache CouchDB 3.4 answers them: `_find`, `_explain` and JSON indexes
-//! (`_index`). Indexes live in design documents exactly as CouchDB stores them; the planner picks
-//! an index as CouchDB does; the cursor runs over a [`cursor::RowSource`] (today a scan of the
-//! documents, so results are always exact; an index kept in redb is the next step).
+//! (`_index`). Indexes are declared in design documents exactly as CouchDB stores them, and
+//! kept in redb tables updated in the documents' own write transactions ([`stored`]); the
+//! planner picks an index as CouchDB does; the cursor reads the chosen index's rows lazily
+//! ([`cursor::RowSource`]), within the selector's range on its first column.
 
 pub(crate) mod cursor;
 pub(crate) mod index;
 pub(crate) mod opts;
 pub(crate) mod plan;
 pub(crate) mod selector;
+pub(crate) mod stored;
 
 use serde_json::{Map, Value, json};
 
@@ -84,11 +86,33 @@ pub(crate) fn find(
     now_millis: &dyn Fn() -> u64,
 ) -> Result<Value> {
     let started = now_millis();
-    let plan = Plan::new(&indexes(db, filter)?, opts)?;
-    let source = scan(db, opts, filter)?;
-    let mut found: Found = cursor::execute(&plan, opts, &source)?;
+    // Planned over every index, whoever asks (as `chosen_index`, which authorization uses):
+    // the filter hides documents, not the server's choice of index.
+    let plan = Plan::new(&indexes(db, None)?, opts)?;
+    let found = db.read(|r| {
+        let stored = stored::Stored {
+            reader: r,
+            conflicts: opts.conflicts,
+            filter,
+        };
+        if stored.has(&plan.index)? {
+            cursor::execute(&plan, opts, &stored).map(Some)
+        } else {
+            Ok(None)
+        }
+    })?;
+    let mut found: Found = match found {
+        Some(found) => found,
+        None => cursor::execute(&plan, opts, &scan(db, opts, filter)?)?,
+    };
     found.stats.execution_time_ms = now_millis().saturating_sub(started) as f64;
     Ok(found.to_json(opts))
+}
+
+/// The index `_find` would use for `opts` (every index is considered, whoever asks: the choice
+/// must not depend on who may read which design document).
+pub(crate) fn chosen_index(db: &Database, opts: &FindOpts) -> Result<Index> {
+    Ok(Plan::new(&indexes(db, None)?, opts)?.index.clone())
 }
 
 /// `POST /db/_explain`.
@@ -97,7 +121,8 @@ pub(crate) fn explain(
     opts: &FindOpts,
     filter: Option<&dyn DocFilter>,
 ) -> Result<Value> {
-    let plan = Plan::new(&indexes(db, filter)?, opts)?;
+    let _ = filter;
+    let plan = Plan::new(&indexes(db, None)?, opts)?;
     Ok(json!({
         "dbname": db.name(),
         "index": plan.index.to_json(),

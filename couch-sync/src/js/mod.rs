@@ -27,9 +27,11 @@
 //! Functions compiled in one sandbox share its globals, as functions in one CouchDB query-server
 //! process do: give each design document its own sandbox.
 
+pub(crate) mod ddoc;
 mod functions;
 mod sandbox;
 
+pub use ddoc::JsFilter;
 pub use functions::{FilterFn, MapFn, ReduceFn, ValidateFn, Validation};
 pub use sandbox::{Output, Sandbox, SandboxConfig};
 

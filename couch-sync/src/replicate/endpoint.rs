@@ -92,6 +92,11 @@ pub(crate) struct Missing {
 pub(crate) struct Filter {
     pub(crate) doc_ids: Option<Vec<String>>,
     pub(crate) selector: Option<Value>,
+    /// `ddoc/name` or `_view` (with `query_params.view`).
+    pub(crate) ddoc_filter: Option<String>,
+    pub(crate) query_params: Map<String, Value>,
+    /// The design-document filter compiled for a local source (by `prepare_filter`).
+    pub(crate) local: Option<ChangesFilter>,
 }
 
 /// A replication endpoint.
@@ -201,6 +206,59 @@ impl Endpoint {
         }
     }
 
+    /// The source code of filter function `ddoc/name` (CouchDB's 404 when the design
+    /// document or the function is missing).
+    pub(crate) async fn filter_code(&self, filter: &str) -> Result<String> {
+        let mut parts = filter.split('/').filter(|p| !p.is_empty());
+        let (Some(ddoc), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(Error::bad_request(
+                "`filter` must be of the form `designname/filtername`",
+            ));
+        };
+        let doc = match self {
+            Endpoint::Local(db) => {
+                let (d, id) = (db.clone(), format!("_design/{ddoc}"));
+                Value::Object(
+                    blocking(move || d.get(&id, &GetOptions::default()))
+                        .await?
+                        .json,
+                )
+            }
+            Endpoint::Remote(r) => {
+                r.json(
+                    Method::GET,
+                    &format!("/_design/{}", enc(ddoc)),
+                    None,
+                    &[200],
+                )
+                .await?
+            }
+        };
+        match doc.get("filters").and_then(|f| f.get(name)) {
+            Some(Value::String(code)) => Ok(code.clone()),
+            Some(other) => Ok(other.to_string()),
+            None => Err(Error::not_found(format!(
+                "missing json key: {}",
+                name.chars().take(200).collect::<String>()
+            ))),
+        }
+    }
+
+    /// Readies a design-document filter: a local source compiles it here (as CouchDB's
+    /// replicator does for a local database, with the request it simulates); a remote one
+    /// runs it itself.
+    pub(crate) async fn prepare_filter(&self, filter: &mut Filter) -> Result<()> {
+        let Some(name) = filter.ddoc_filter.clone() else {
+            return Ok(());
+        };
+        let Endpoint::Local(db) = self else {
+            return Ok(());
+        };
+        let (db, params) = (db.clone(), filter.query_params.clone());
+        filter.local = Some(blocking(move || local_ddoc_filter(&db, &name, params)).await?);
+        Ok(())
+    }
+
     /// Changes after `since` (all leaves), at most `limit`. With `wait`, blocks up to that long
     /// for the first change when there is none (longpoll).
     pub(crate) async fn changes(
@@ -262,6 +320,24 @@ impl Endpoint {
                     extra = w;
                 } else {
                     path.push_str("&feed=normal");
+                }
+                if let Some(name) = &filter.ddoc_filter {
+                    // As CouchDB's replicator: the filter and each query parameter in the
+                    // query string (those of the request itself win); `_view`'s view
+                    // options as JSON.
+                    let taken = ["style", "limit", "since", "feed", "timeout", "heartbeat"];
+                    path.push_str(&format!("&filter={}", enc(name)));
+                    for (k, v) in &filter.query_params {
+                        if taken.contains(&k.as_str()) || k == "filter" {
+                            continue;
+                        }
+                        let text = match v {
+                            Value::String(s) if name != "_view" || k == "view" => s.clone(),
+                            Value::String(s) if !VIEW_FIELDS.contains(&k.as_str()) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        path.push_str(&format!("&{}={}", enc(k), enc(&text)));
+                    }
                 }
                 let body = if let Some(ids) = &filter.doc_ids {
                     path.push_str("&filter=_doc_ids");
@@ -724,7 +800,105 @@ fn seq_number(since: &Value) -> u64 {
     }
 }
 
+/// View query options CouchDB's replicator sends as JSON for a `_view` filter.
+const VIEW_FIELDS: &[&str] = &[
+    "key",
+    "start_key",
+    "end_key",
+    "startkey",
+    "endkey",
+    "keys",
+    "descending",
+    "limit",
+    "skip",
+    "group_level",
+    "reduce",
+    "include_docs",
+    "inclusive_end",
+];
+
+/// The design-document filter `name` of local database `db`, with the request CouchDB's
+/// replicator simulates for a local source (`couch_replicator_api_wrap:changes_json_req`).
+#[cfg(feature = "js")]
+fn local_ddoc_filter(
+    db: &Database,
+    name: &str,
+    params: Map<String, Value>,
+) -> Result<ChangesFilter> {
+    let ddoc_of = |ddoc: &str| -> Result<(String, Map<String, Value>)> {
+        let id = format!("_design/{ddoc}");
+        let doc = db.get(&id, &GetOptions::default())?;
+        Ok((id, doc.json))
+    };
+    let split = |text: &str| -> Option<(String, String)> {
+        let mut parts = text.split('/').filter(|p| !p.is_empty());
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(d), Some(n), None) => Some((d.to_owned(), n.to_owned())),
+            _ => None,
+        }
+    };
+    if name == "_view" {
+        let view = params.get("view").and_then(Value::as_str).unwrap_or("");
+        if view.is_empty() {
+            return Err(Error::bad_request(
+                "`view` filter parameter is not provided.",
+            ));
+        }
+        let (ddoc, view) = split(view).ok_or_else(|| {
+            Error::bad_request("`view` must be of the form `designname/viewname`")
+        })?;
+        let (id, doc) = ddoc_of(&ddoc)?;
+        return Ok(ChangesFilter::Js(crate::js::JsFilter::view(
+            &id, &doc, &view,
+        )?));
+    }
+    let (ddoc, fname) = split(name).ok_or_else(|| {
+        Error::bad_request("`filter` must be of the form `designname/filtername`")
+    })?;
+    let (id, doc) = ddoc_of(&ddoc)?;
+    let info = db.info()?;
+    let mut query = Map::new();
+    query.insert("filter".into(), Value::String(name.to_owned()));
+    query.extend(params);
+    let req = json!({
+        "info": {
+            "db_name": info.db_name,
+            "doc_count": info.doc_count,
+            "doc_del_count": info.doc_del_count,
+            "update_seq": db.seq_string(info.update_seq),
+        },
+        "id": null,
+        "method": "GET",
+        "path": [db.name(), "_changes"],
+        "query": query,
+        "headers": [],
+        "body": [],
+        "peer": "replicator",
+        "form": [],
+        "cookie": [],
+        "userCtx": {"db": db.name(), "name": null, "roles": ["_admin"]},
+    });
+    Ok(ChangesFilter::Js(crate::js::JsFilter::filter(
+        &id, &doc, &fname, req,
+    )?))
+}
+
+/// Without the `js` feature a local source cannot run a design-document filter: CouchDB's
+/// answer when no query server runs JavaScript.
+#[cfg(not(feature = "js"))]
+fn local_ddoc_filter(
+    db: &Database,
+    name: &str,
+    params: Map<String, Value>,
+) -> Result<ChangesFilter> {
+    let _ = (db, name, params);
+    Err(Error::couch(500, "unknown_query_language", "javascript"))
+}
+
 fn local_filter(filter: &Filter) -> Result<ChangesFilter> {
+    if let Some(compiled) = &filter.local {
+        return Ok(compiled.clone());
+    }
     Ok(if let Some(ids) = &filter.doc_ids {
         ChangesFilter::DocIds(ids.iter().cloned().collect())
     } else if let Some(sel) = &filter.selector {

@@ -45,6 +45,12 @@ pub struct ReplicationOptions {
     pub doc_ids: Option<Vec<String>>,
     /// Only documents whose winning revision matches this Mango selector.
     pub selector: Option<Value>,
+    /// Only revisions this design-document filter passes: `ddoc/name` (a filter function), or
+    /// `_view` with the view named by `query_params.view` (CouchDB's `filter`). A remote
+    /// source runs it; a local one runs it here (feature `js`).
+    pub filter: Option<String>,
+    /// Parameters the filter function sees in `req.query` (CouchDB's `query_params`).
+    pub query_params: Option<Map<String, Value>>,
     /// Create the target database if it does not exist.
     pub create_target: bool,
     /// Changes per batch (and per checkpoint). Default 500, as CouchDB's `worker_batch_size`.
@@ -63,6 +69,8 @@ impl Default for ReplicationOptions {
             continuous: false,
             doc_ids: None,
             selector: None,
+            filter: None,
+            query_params: None,
             create_target: false,
             batch_size: 500,
             retry: RetryPolicy::default(),
@@ -205,6 +213,9 @@ impl std::fmt::Debug for Replication {
 /// written on each side.
 struct Session {
     id: String,
+    /// The checkpoint documents' name: the replication id, for a filter function also its
+    /// source code (as CouchDB's replication id includes it: an edited filter starts over).
+    checkpoint_id: String,
     start_time: u64,
     start_seq: Value,
     source_doc: Option<Value>,
@@ -404,9 +415,14 @@ impl Replication {
                 return Err(permanent("target database", e));
             }
         }
-        let (mut since, source_doc, target_doc) = self.find_checkpoint().await?;
+        let checkpoint_id = self
+            .checkpoint_id()
+            .await
+            .map_err(|e| permanent("filter", e))?;
+        let (mut since, source_doc, target_doc) = self.find_checkpoint(&checkpoint_id).await?;
         let mut session = Session {
             id: random_hex(),
+            checkpoint_id,
             start_time: self.clock.now_millis(),
             start_seq: since.clone(),
             source_doc,
@@ -420,10 +436,17 @@ impl Replication {
         self.emit(Event::Started {
             since: since.clone(),
         });
-        let filter = Filter {
+        let mut filter = Filter {
             doc_ids: self.options.doc_ids.clone(),
             selector: self.options.selector.clone(),
+            ddoc_filter: self.options.filter.clone(),
+            query_params: self.options.query_params.clone().unwrap_or_default(),
+            local: None,
         };
+        self.source
+            .prepare_filter(&mut filter)
+            .await
+            .map_err(|e| permanent("filter", e))?;
         let mut caught_up = false;
         let mut history_entry = Value::Null;
         loop {
@@ -614,13 +637,35 @@ impl Replication {
         })
     }
 
+    /// The checkpoint documents' name: the replication id, and for a filter function
+    /// (`ddoc/name`) the MD5 of that id with the function's source as the source holds it now,
+    /// as CouchDB's replication id includes the filter's code.
+    async fn checkpoint_id(&self) -> Result<String> {
+        let Some(filter) = self
+            .options
+            .filter
+            .as_deref()
+            .filter(|f| !f.starts_with('_'))
+        else {
+            return Ok(self.id.clone());
+        };
+        let code = self.source.filter_code(filter).await?;
+        let mut text = self.id.clone().into_bytes();
+        text.push(b'\n');
+        text.extend_from_slice(code.trim().as_bytes());
+        Ok(data_encoding::HEXLOWER.encode(&crate::doc::md5_of(&text)))
+    }
+
     /// The sequence to resume from: the last checkpoint both sides agree on (CouchDB's rule:
     /// the same session id, or a session id common to both histories). When only the target
     /// has a checkpoint (a source that refuses writes, such as a read-only peer), the target's
     /// is used.
-    async fn find_checkpoint(&self) -> Result<(Value, Option<Value>, Option<Value>)> {
-        let source = self.source.get_local(&self.id).await?;
-        let target = self.target.get_local(&self.id).await?;
+    async fn find_checkpoint(
+        &self,
+        checkpoint_id: &str,
+    ) -> Result<(Value, Option<Value>, Option<Value>)> {
+        let source = self.source.get_local(checkpoint_id).await?;
+        let target = self.target.get_local(checkpoint_id).await?;
         let since = match (&source, &target) {
             (Some(s), Some(t)) => common_seq(s, t).unwrap_or(json!(0)),
             (None, Some(t)) => t.get("source_last_seq").cloned().unwrap_or(json!(0)),
@@ -670,8 +715,10 @@ impl Replication {
         let mut target = build(&session.target_doc);
         let mut source = build(&session.source_doc);
         let (target_rev, source_rev) = tokio::join!(
-            self.target.put_local(&self.id, target.clone()),
-            self.source.put_local(&self.id, source.clone())
+            self.target
+                .put_local(&session.checkpoint_id, target.clone()),
+            self.source
+                .put_local(&session.checkpoint_id, source.clone())
         );
         target.insert("_rev".into(), target_rev?);
         session.target_doc = Some(Value::Object(target));
@@ -777,6 +824,13 @@ fn replication_id(source: &Endpoint, target: &Endpoint, options: &ReplicationOpt
         "doc_ids": options.doc_ids,
         "selector": options.selector,
     });
+    // A filtered replication is another replication (CouchDB's id includes the filter and its
+    // query parameters); unfiltered ids stay what they were.
+    let mut spec = spec;
+    if let Some(filter) = &options.filter {
+        spec["filter"] = Value::String(filter.clone());
+        spec["query_params"] = Value::Object(options.query_params.clone().unwrap_or_default());
+    }
     let mut canonical = Vec::new();
     crate::json::canonical(&spec, &mut canonical);
     data_encoding::HEXLOWER.encode(&crate::doc::md5_of(&canonical))

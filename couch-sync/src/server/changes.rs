@@ -26,9 +26,106 @@ enum Feed {
     EventSource,
 }
 
+/// `ddoc/name` as CouchDB splits it (`string:tokens(Name, "/")`): exactly two non-empty parts.
+fn two_names(text: &str) -> Option<(&str, &str)> {
+    let mut parts = text.split('/').filter(|p| !p.is_empty());
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(ddoc), Some(name), None) => Some((ddoc, name)),
+        _ => None,
+    }
+}
+
+/// Design document `_design/<name>`: its id and body (CouchDB's 404 when it is missing or
+/// deleted).
+#[cfg(feature = "js")]
+async fn design_doc(db: &Database, name: &str) -> Result<(String, serde_json::Map<String, Value>)> {
+    let (d, id) = (db.clone(), format!("_design/{name}"));
+    let key = id.clone();
+    let doc = blocking(move || d.get(&key, &crate::GetOptions::default())).await?;
+    Ok((id, doc.json))
+}
+
+/// The request object a filter function gets as `req`, as CouchDB builds it
+/// (`chttpd_external:json_req_obj`): `info`, `uuid`, `id`, `method`, `requested_path`,
+/// `path`, `raw_path`, `query` (`key`, `startkey`, `endkey` and `descending` decoded as
+/// JSON), `headers`, `body` (`"undefined"` without one), `peer`, `form`, `cookie`, `userCtx`,
+/// `secObj`.
+#[cfg(feature = "js")]
+async fn filter_req(ctx: &Ctx, db: &Database, db_name: &str, body: Option<&str>) -> Result<Value> {
+    let d = db.clone();
+    let info = blocking(move || d.info()).await?;
+    let info = super::db_info_json(db, &info);
+    let uri = &ctx.parts.uri;
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(uri.query().unwrap_or("")).unwrap_or_default();
+    let mut query = serde_json::Map::new();
+    for (k, v) in pairs {
+        let value = match k.as_str() {
+            "key" | "startkey" | "endkey" | "descending" => {
+                serde_json::from_str(&v).unwrap_or(Value::String(v))
+            }
+            _ => Value::String(v),
+        };
+        query.insert(k, value);
+    }
+    let mut headers = serde_json::Map::new();
+    let mut cookie = serde_json::Map::new();
+    for (name, value) in &ctx.parts.headers {
+        let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        if name == axum::http::header::COOKIE {
+            for pair in text.split(';') {
+                if let Some((k, v)) = pair.trim().split_once('=') {
+                    cookie.insert(k.to_owned(), Value::String(v.to_owned()));
+                }
+            }
+        }
+        headers.insert(name.as_str().to_owned(), Value::String(text));
+    }
+    let path: Vec<Value> = uri
+        .path()
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            Value::String(
+                percent_encoding::percent_decode_str(p)
+                    .decode_utf8_lossy()
+                    .into_owned(),
+            )
+        })
+        .collect();
+    let raw_path = uri
+        .path_and_query()
+        .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
+    let peer = ctx
+        .parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or(Value::Null, |c| Value::String(c.0.ip().to_string()));
+    let mut uuid = [0u8; 16];
+    getrandom::fill(&mut uuid).map_err(|e| Error::Corrupt(format!("random source: {e}")))?;
+    Ok(json!({
+        "info": info,
+        "uuid": data_encoding::HEXLOWER.encode(&uuid),
+        "id": null,
+        "method": ctx.method().as_str(),
+        "requested_path": path,
+        "path": path,
+        "raw_path": raw_path,
+        "query": query,
+        "headers": headers,
+        "body": body.unwrap_or("undefined"),
+        "peer": peer,
+        "form": {},
+        "cookie": cookie,
+        "userCtx": ctx.app.auth.user_ctx(&ctx.parts, db_name),
+        "secObj": {},
+    }))
+}
+
 /// The error for a request that needs design document `_design/<ddoc>`'s JavaScript function
 /// `member.name`: CouchDB's `not_found` when the document or the function is missing, else
 /// CouchDB's answer when it has no query server for the document's language.
+#[cfg(not(feature = "js"))]
 pub(super) async fn js_needed(db: &Database, ddoc: &str, member: &str, name: &str) -> Error {
     let (d, id) = (db.clone(), format!("_design/{ddoc}"));
     let doc = match blocking(move || d.get(&id, &crate::GetOptions::default())).await {
@@ -125,12 +222,15 @@ pub(super) async fn handle(
     };
     let timeout = q.u64("timeout")?.map(Duration::from_millis);
     let mut body_json = None;
+    let mut body_text: Option<String> = None;
     if *method == Method::POST {
         let bytes = ctx.body_bytes(body).await?;
         if !bytes.is_empty() {
             body_json = Some(crate::json::parse_value(&bytes)?);
+            body_text = Some(String::from_utf8_lossy(&bytes).into_owned());
         }
     }
+    let _ = &body_text;
     let filter = match q.get("filter") {
         None => ChangesFilter::None,
         Some("_doc_ids") => {
@@ -168,9 +268,8 @@ pub(super) async fn handle(
             ChangesFilter::Selector(crate::mango::Selector::parse(&selector)?)
         }
         Some("_design") => ChangesFilter::Design,
-        // Filter functions and views are JavaScript. The design document and the function must
-        // exist (CouchDB's errors when they do not); then the answer is CouchDB's when it has no
-        // query server for the language (this crate runs no design-document code).
+        // Filter functions and views are JavaScript (feature `js`). The design document and
+        // the function must exist (CouchDB's errors when they do not).
         Some("_view") => {
             let view = match q.get("view") {
                 Some(v) if !v.is_empty() => v,
@@ -180,19 +279,36 @@ pub(super) async fn handle(
                     ));
                 }
             };
-            let Some((ddoc, name)) = view.split_once('/') else {
+            let Some((ddoc, name)) = two_names(view) else {
                 return Err(Error::bad_request(
                     "`view` must be of the form `designname/viewname`",
                 ));
             };
+            #[cfg(feature = "js")]
+            {
+                let (id, doc) = design_doc(&db, ddoc).await?;
+                ChangesFilter::Js(crate::js::JsFilter::view(&id, &doc, name)?)
+            }
+            #[cfg(not(feature = "js"))]
             return Err(js_needed(&db, ddoc, "views", name).await);
         }
+        Some(other) if other.starts_with('_') => {
+            return Err(Error::bad_request("unknown builtin filter name"));
+        }
+        Some(other) if !other.split('/').any(|p| !p.is_empty()) => ChangesFilter::None,
         Some(other) => {
-            let Some((ddoc, name)) = other.split_once('/') else {
+            let Some((ddoc, name)) = two_names(other) else {
                 return Err(Error::bad_request(
                     "`filter` must be of the form `designname/filtername`",
                 ));
             };
+            #[cfg(feature = "js")]
+            {
+                let (id, doc) = design_doc(&db, ddoc).await?;
+                let req = filter_req(&ctx, &db, db_name, body_text.as_deref()).await?;
+                ChangesFilter::Js(crate::js::JsFilter::filter(&id, &doc, name, req)?)
+            }
+            #[cfg(not(feature = "js"))]
             return Err(js_needed(&db, ddoc, "filters", name).await);
         }
     };

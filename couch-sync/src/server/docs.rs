@@ -34,6 +34,8 @@ pub(super) async fn route(
         ["_revs_diff"] => revs_diff(ctx, method, db, body).await,
         ["_ensure_full_commit"] => ensure_full_commit(ctx, method, db).await,
         ["_compact", ..] => compact(ctx, method, db).await,
+        #[cfg(feature = "js")]
+        ["_view_cleanup"] => super::view::cleanup(ctx, method, db, body).await,
         ["_revs_limit"] => revs_limit(ctx, method, db, body).await,
         ["_local"] => Err(Error::bad_request("Invalid _local document id.")),
         ["_local", id] => document(ctx, method, db, &format!("_local/{id}"), body).await,
@@ -61,7 +63,8 @@ pub(super) async fn route(
     }
 }
 
-/// `/db/_design/D/_action/...`: the design document's handlers. Those that run JavaScript
+/// `/db/_design/D/_action/...`: the design document's handlers. With the `js` feature `_view`
+/// and `_info` are served by [`super::view`]. Those that run JavaScript otherwise
 /// (`_view`, `_show`, `_list`, `_update`, `_rewrite`) answer as Apache CouchDB does when it has
 /// no query server for the document's language, after CouchDB's checks that the document (and
 /// a named view) exist; any other `_action` is an attachment request, as in CouchDB.
@@ -74,6 +77,12 @@ async fn design_handler(
     rest: &[&str],
     body: Body,
 ) -> Result<Response> {
+    #[cfg(feature = "js")]
+    match action {
+        "_view" => return super::view::view(ctx, method, db_name, name, rest, body).await,
+        "_info" if rest.is_empty() => return super::view::info(ctx, method, db_name, name).await,
+        _ => {}
+    }
     let id = format!("_design/{name}");
     if !matches!(action, "_view" | "_show" | "_list" | "_update" | "_rewrite") {
         let att = std::iter::once(action)
@@ -104,6 +113,11 @@ fn parse_opts(ctx: &Ctx) -> ParseOptions<'_> {
         compress: ctx.app.store.config().compress_attachments,
         tmp_dir: ctx.app.store.tmp_dir(),
     }
+}
+
+/// Who writes, for `validate_doc_update`: the hook's user context.
+fn write_context(ctx: &Ctx, db: &str) -> crate::WriteContext {
+    crate::WriteContext::new(ctx.app.auth.user_ctx(&ctx.parts, db))
 }
 
 fn check_write(ctx: &mut Ctx, db: &str, id: &str) -> Result<()> {
@@ -319,8 +333,8 @@ async fn document(
             let new_edits = ctx.query.get("new_edits") != Some("false");
             let deleted = update.deleted;
             let batch = ctx.query.get("batch") == Some("ok");
-            let (d, key) = (db.clone(), id.to_owned());
-            let (id, rev) = blocking(move || d.put(Some(&key), update, new_edits)).await?;
+            let (d, key, who) = (db.clone(), id.to_owned(), write_context(&ctx, db_name));
+            let (id, rev) = blocking(move || d.put_as(Some(&key), update, new_edits, &who)).await?;
             if batch {
                 return Ok(json_response(
                     StatusCode::ACCEPTED,
@@ -351,8 +365,8 @@ async fn document(
                 deleted: true,
                 ..DocUpdate::default()
             };
-            let (d, key) = (db.clone(), id.to_owned());
-            let (id, rev) = blocking(move || d.put(Some(&key), update, true)).await?;
+            let (d, key, who) = (db.clone(), id.to_owned(), write_context(&ctx, db_name));
+            let (id, rev) = blocking(move || d.put_as(Some(&key), update, true, &who)).await?;
             Ok(ok_rev(StatusCode::OK, &id, &rev))
         }
         _ => Err(method_not_allowed("GET,HEAD,PUT,DELETE")),
@@ -394,7 +408,8 @@ pub(super) async fn post_doc(mut ctx: Ctx, db_name: &str, body: Body) -> Result<
     }
     let db = ctx.db(db_name).await?;
     let batch = ctx.query.get("batch") == Some("ok");
-    let (id, rev) = blocking(move || db.put(None, update, true)).await?;
+    let who = write_context(&ctx, db_name);
+    let (id, rev) = blocking(move || db.put_as(None, update, true, &who)).await?;
     if batch {
         return Ok(json_response(
             StatusCode::ACCEPTED,
@@ -458,8 +473,10 @@ async fn bulk_docs(mut ctx: Ctx, method: &Method, db_name: &str, body: Body) -> 
         .iter()
         .map(|d| d.rev.as_ref().map(ToString::to_string))
         .collect();
+    let who = write_context(&ctx, db_name);
     let results =
-        blocking(move || db.bulk_docs(docs.into_iter().map(Ok).collect(), new_edits)).await?;
+        blocking(move || db.bulk_docs_as(docs.into_iter().map(Ok).collect(), new_edits, &who))
+            .await?;
     let rows: Vec<Value> = results
         .into_iter()
         .zip(revs)
@@ -857,7 +874,8 @@ async fn attachment(
                 .to_owned();
             let content = super::multipart::spool_body(&ctx, &content_type, body).await?;
             let (d, key, n) = (db.clone(), id.to_owned(), name.to_owned());
-            let rev = blocking(move || d.put_attachment(&key, rev, &n, content)).await?;
+            let who = write_context(&ctx, db_name);
+            let rev = blocking(move || d.put_attachment_as(&key, rev, &n, content, &who)).await?;
             Ok(ok_rev(StatusCode::CREATED, id, &rev))
         }
         Method::DELETE => {
@@ -865,7 +883,8 @@ async fn attachment(
             let db = ctx.db(db_name).await?;
             let rev = rev_param(&ctx)?.ok_or_else(Error::conflict)?;
             let (d, key, n) = (db.clone(), id.to_owned(), name.to_owned());
-            let rev = blocking(move || d.delete_attachment(&key, rev, &n)).await?;
+            let who = write_context(&ctx, db_name);
+            let rev = blocking(move || d.delete_attachment_as(&key, rev, &n, &who)).await?;
             Ok(ok_rev(StatusCode::OK, id, &rev))
         }
         _ => Err(method_not_allowed("GET,HEAD,PUT,DELETE")),

@@ -23,6 +23,8 @@ mod find;
 mod multipart;
 #[cfg(feature = "client")]
 mod replicate;
+#[cfg(feature = "js")]
+mod view;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,7 +35,7 @@ use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::error::{Error, Result};
 use crate::read::DocFilter;
@@ -101,6 +103,18 @@ pub enum Operation<'a> {
         /// Database name.
         db: &'a str,
     },
+    /// Reading one view: `GET/POST /db/_design/D/_view/V`, or `_find` through the index `V` of
+    /// `_design/D` by a caller [`Operation::ReadDb`] refused. A view may be readable by callers
+    /// who may not read the database; documents a returned [`DocFilter`] refuses never appear
+    /// in its rows, reductions or `include_docs`.
+    ReadView {
+        /// Database name.
+        db: &'a str,
+        /// The design document's name, without `_design/`.
+        ddoc: &'a str,
+        /// The view's (or index's) name.
+        view: &'a str,
+    },
     /// Writing ordinary documents and attachments, `_bulk_docs`.
     WriteDb {
         /// Database name.
@@ -167,6 +181,15 @@ pub trait Authorize: Send + Sync + 'static {
     /// Decides whether the request described by `request` (method, URI, headers and extensions)
     /// may perform `op`.
     fn authorize(&self, request: &Parts, op: &Operation<'_>) -> Decision;
+
+    /// The user context design-document functions see for this request on database `db`
+    /// (`userCtx` of `validate_doc_update`, `req.userCtx` of filter functions), as CouchDB
+    /// builds it: `{"db": db, "name": user or null, "roles": [...]}`. The default is CouchDB's
+    /// administrator in "admin party" (no users): `{"db": db, "name": null, "roles": ["_admin"]}`.
+    fn user_ctx(&self, request: &Parts, db: &str) -> Value {
+        let _ = request;
+        serde_json::json!({"db": db, "name": null, "roles": ["_admin"]})
+    }
 }
 
 /// Allows everything: for standalone use on a trusted network or loopback.
@@ -363,6 +386,28 @@ impl Ctx {
         let store = self.app.store.clone();
         let name = name.to_owned();
         blocking(move || store.db(&name)).await
+    }
+
+    /// A JSON object body: `chttpd:validate_ctype(Req, "application/json")` (415 otherwise),
+    /// then `chttpd:json_body_obj/1` (400 for anything but an object).
+    pub(crate) async fn json_object(&self, body: Body) -> Result<Map<String, Value>> {
+        let ctype = self
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if ctype.split(';').next().map(str::trim) != Some("application/json") {
+            return Err(Error::couch(
+                415,
+                "bad_content_type",
+                "Content-Type must be application/json",
+            ));
+        }
+        let bytes = self.body_bytes(body).await?;
+        match crate::json::parse_value(&bytes)? {
+            Value::Object(m) => Ok(m),
+            _ => Err(Error::bad_request("Request body must be a JSON object")),
+        }
     }
 
     /// Reads a whole (JSON) body, bounded by `max_body_bytes`.

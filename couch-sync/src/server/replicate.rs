@@ -98,15 +98,25 @@ pub(super) async fn replicate(mut ctx: Ctx, method: &Method, body: Body) -> Resu
     if let Some(sel) = &selector {
         crate::mango::Selector::parse(sel)?;
     }
-    if req.get("filter").is_some_and(|f| !f.is_null()) {
-        return Err(Error::bad_request(
-            "design-document filters are not supported; use doc_ids or selector",
-        ));
-    }
+    // A design-document filter (`ddoc/name`, or `_view` with `query_params.view`) and the
+    // parameters its function sees in `req.query`, as CouchDB takes them.
+    let filter = match req.get("filter") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(f)) if f.is_empty() => None,
+        Some(Value::String(f)) => Some(f.clone()),
+        Some(_) => return Err(Error::bad_request("`filter` must be a string")),
+    };
+    let query_params = match req.get("query_params") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) => Some(m.clone()),
+        Some(_) => return Err(Error::bad_request("`query_params` must be an object")),
+    };
     let options = ReplicationOptions {
         continuous: flag("continuous"),
         doc_ids,
         selector,
+        filter,
+        query_params,
         create_target: flag("create_target"),
         retry: crate::replicate::RetryPolicy {
             max_attempts: if flag("continuous") { None } else { Some(10) },

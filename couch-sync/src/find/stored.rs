@@ -1,0 +1,429 @@
+//! JSON indexes kept in the database's own redb file, updated inside the write transaction that
+//! changes a document: a write acknowledged is in the next `_find`'s index.
+//!
+//! Tables (in the database file, beside the documents):
+//! - `mango_indexes`: signature → the index definition (`{"fields": [...], "partial": ...}`) of
+//!   every JSON index some live design document declares. Two indexes with one definition share
+//!   one signature, and one pair of tables.
+//! - `mango_rows:<signature>`: the row key of views ([`crate::view::key`]: byte order is
+//!   CouchDB's collation of the key, then the id) → `u32` BE id length, the id, the key as JSON.
+//! - `mango_ids:<signature>`: doc id → its row key, to remove the row when the document changes.
+//!
+//! Writing a design document re-reads the JSON indexes of every live design document: a new
+//! definition gets its tables and is built from every document in the same transaction; a
+//! definition no design document declares any more loses its tables. An ordinary document's
+//! write moves its row in each index (or removes it: deleted, or no longer matching the index's
+//! fields and partial filter). Design documents are in no index, as in CouchDB.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use redb::{ReadableTable, TableDefinition};
+use serde_json::{Map, Value, json};
+use sha2::Digest;
+
+use super::cursor::{Row, RowSource};
+use super::index::{Index, Kind};
+use super::selector::Range;
+use crate::error::{Error, Result};
+use crate::mango::Selector;
+use crate::read::{DocFilter, GetOptions};
+use crate::records::DocRecord;
+use crate::rev::RevId;
+use crate::store::{Reader, Writer};
+
+const REGISTRY: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("mango_indexes");
+
+fn rows_table(sig: &str) -> String {
+    format!("mango_rows:{sig}")
+}
+
+fn ids_table(sig: &str) -> String {
+    format!("mango_ids:{sig}")
+}
+
+/// The signature of a JSON index's definition; `None` for `_all_docs`.
+pub(crate) fn signature(index: &Index) -> Option<String> {
+    let Kind::Json { columns, partial } = &index.kind else {
+        return None;
+    };
+    let def = json!({"fields": columns, "partial": partial});
+    let digest = sha2::Sha256::digest(def.to_string().as_bytes());
+    Some(data_encoding::HEXLOWER.encode(&digest[..16]))
+}
+
+/// A JSON index the write path keeps up to date.
+#[derive(Debug)]
+pub(crate) struct Live {
+    sig: String,
+    index: Index,
+    partial: Option<Selector>,
+}
+
+impl Live {
+    fn from_def(sig: &str, def: &[u8]) -> Result<Live> {
+        let corrupt = || Error::Corrupt(format!("Mango index definition {sig}"));
+        let def: Value = serde_json::from_slice(def).map_err(|_| corrupt())?;
+        let columns = def
+            .get("fields")
+            .and_then(Value::as_array)
+            .ok_or_else(corrupt)?
+            .iter()
+            .map(|c| c.as_str().map(str::to_owned).ok_or_else(corrupt))
+            .collect::<Result<Vec<_>>>()?;
+        let partial = def.get("partial").filter(|p| !p.is_null()).cloned();
+        let selector = partial.as_ref().map(Selector::parse).transpose()?;
+        Ok(Live {
+            sig: sig.to_owned(),
+            index: Index {
+                ddoc: None,
+                name: String::new(),
+                kind: Kind::Json { columns, partial },
+            },
+            partial: selector,
+        })
+    }
+
+    fn row(&self, id: &str, doc: &Value) -> Option<(Vec<u8>, Vec<u8>)> {
+        let key = self.index.key_of(id, doc, self.partial.as_ref())?;
+        let row_key = crate::view::key::encode(&key, id, 0);
+        let mut value = Vec::with_capacity(32 + id.len());
+        value.extend_from_slice(&u32::try_from(id.len()).unwrap_or(u32::MAX).to_be_bytes());
+        value.extend_from_slice(id.as_bytes());
+        let _ = serde_json::to_writer(&mut value, &key);
+        Some((row_key, value))
+    }
+}
+
+/// Splits a row's value into the document id and the key.
+fn decode_row(value: &[u8]) -> Result<(String, Value)> {
+    let corrupt = || Error::Corrupt("Mango index row".into());
+    let len_bytes: [u8; 4] = value
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(corrupt)?;
+    let len = u32::from_be_bytes(len_bytes) as usize;
+    let id = value
+        .get(4..4 + len)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .ok_or_else(corrupt)?;
+    let key =
+        serde_json::from_slice(value.get(4 + len..).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
+    Ok((id.to_owned(), key))
+}
+
+impl Writer<'_> {
+    /// The winning revision's body as `_find` sees it (with `_id` and `_rev`).
+    fn indexed_body(&self, id: &str, rev: &RevId) -> Result<Option<Value>> {
+        let Some(record) = self.load_rev(id, rev)? else {
+            return Ok(None);
+        };
+        if record.deleted {
+            return Ok(None);
+        }
+        let body: Map<String, Value> = serde_json::from_slice(&record.body)
+            .map_err(|e| Error::Corrupt(format!("stored body of {id}: {e}")))?;
+        let mut doc = Map::with_capacity(body.len() + 2);
+        doc.insert("_id".into(), Value::String(id.to_owned()));
+        doc.insert("_rev".into(), Value::String(rev.to_string()));
+        doc.extend(body);
+        Ok(Some(Value::Object(doc)))
+    }
+
+    fn live_indexes(&mut self) -> Result<Arc<Vec<Live>>> {
+        if let Some(live) = &self.mango {
+            return Ok(live.clone());
+        }
+        let registry = self.txn.open_table(REGISTRY)?;
+        let mut live = Vec::new();
+        for entry in registry.iter()? {
+            let (sig, def) = entry?;
+            live.push(Live::from_def(sig.value(), def.value())?);
+        }
+        let live = Arc::new(live);
+        self.mango = Some(live.clone());
+        Ok(live)
+    }
+
+    /// Moves `id`'s rows after a write; `winner` is its winning revision unless deleted.
+    pub(crate) fn index_doc(&mut self, id: &str, winner: Option<&RevId>) -> Result<()> {
+        if id.starts_with("_design/") {
+            return self.sync_indexes();
+        }
+        let live = self.live_indexes()?;
+        if live.is_empty() {
+            return Ok(());
+        }
+        let doc = match winner {
+            Some(rev) => self.indexed_body(id, rev)?,
+            None => None,
+        };
+        for index in live.iter() {
+            let row = doc.as_ref().and_then(|d| index.row(id, d));
+            let rows_name = rows_table(&index.sig);
+            let ids_name = ids_table(&index.sig);
+            let mut ids = self
+                .txn
+                .open_table(TableDefinition::<&str, &[u8]>::new(&ids_name))?;
+            let old = ids.get(id)?.map(|v| v.value().to_vec());
+            if old.as_deref() == row.as_ref().map(|(k, _)| k.as_slice()) {
+                continue;
+            }
+            let mut rows = self
+                .txn
+                .open_table(TableDefinition::<&[u8], &[u8]>::new(&rows_name))?;
+            if let Some(old) = old {
+                rows.remove(old.as_slice())?;
+            }
+            match row {
+                Some((key, value)) => {
+                    rows.insert(key.as_slice(), value.as_slice())?;
+                    ids.insert(id, key.as_slice())?;
+                }
+                None => {
+                    ids.remove(id)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After a design document changed: tables for new definitions (built from every
+    /// document), none for definitions no live design document declares.
+    fn sync_indexes(&mut self) -> Result<()> {
+        let mut ddocs = Vec::new();
+        for entry in self.docs.range::<&str>("_design/".."_design0")? {
+            let (key, value) = entry?;
+            if !DocRecord::peek_winner_deleted(value.value()) {
+                ddocs.push((key.value().to_owned(), DocRecord::decode(value.value())?));
+            }
+        }
+        let mut bodies = Vec::new();
+        for (id, rec) in ddocs {
+            let Some(winner) = rec.tree.winner().and_then(|w| rec.tree.node(w)) else {
+                continue;
+            };
+            if let Some(Value::Object(body)) = self.indexed_body(&id, &winner.rev)? {
+                bodies.push((id, body));
+            }
+        }
+        let mut wanted = std::collections::BTreeMap::new();
+        for index in super::index::from_ddocs(&bodies) {
+            if let (Some(sig), Kind::Json { columns, partial }) = (signature(&index), &index.kind) {
+                wanted.insert(
+                    sig,
+                    json!({"fields": columns, "partial": partial}).to_string(),
+                );
+            }
+        }
+        let mut registry = self.txn.open_table(REGISTRY)?;
+        let mut present = Vec::new();
+        for entry in registry.iter()? {
+            present.push(entry?.0.value().to_owned());
+        }
+        for sig in &present {
+            if !wanted.contains_key(sig) {
+                registry.remove(sig.as_str())?;
+                self.txn
+                    .delete_table(TableDefinition::<&[u8], &[u8]>::new(&rows_table(sig)))?;
+                self.txn
+                    .delete_table(TableDefinition::<&str, &[u8]>::new(&ids_table(sig)))?;
+            }
+        }
+        let mut added = Vec::new();
+        for (sig, def) in &wanted {
+            if !present.contains(sig) {
+                registry.insert(sig.as_str(), def.as_bytes())?;
+                added.push(Live::from_def(sig, def.as_bytes())?);
+            }
+        }
+        drop(registry);
+        self.mango = None;
+        if !added.is_empty() {
+            self.build(&added)?;
+        }
+        Ok(())
+    }
+
+    /// Fills new indexes' tables from every live document.
+    fn build(&mut self, added: &[Live]) -> Result<()> {
+        let mut winners = Vec::new();
+        for entry in self.docs.iter()? {
+            let (key, value) = entry?;
+            let id = key.value();
+            if id.starts_with("_design/") || DocRecord::peek_winner_deleted(value.value()) {
+                continue;
+            }
+            let rec = DocRecord::decode(value.value())?;
+            if let Some(node) = rec.tree.winner().and_then(|w| rec.tree.node(w)) {
+                winners.push((id.to_owned(), node.rev.clone()));
+            }
+        }
+        for index in added {
+            let mut rows =
+                self.txn
+                    .open_table(TableDefinition::<&[u8], &[u8]>::new(&rows_table(
+                        &index.sig,
+                    )))?;
+            let mut ids = self
+                .txn
+                .open_table(TableDefinition::<&str, &[u8]>::new(&ids_table(&index.sig)))?;
+            for (id, rev) in &winners {
+                let Some(doc) = self.indexed_body(id, rev)? else {
+                    continue;
+                };
+                if let Some((key, value)) = index.row(id, &doc) {
+                    rows.insert(key.as_slice(), value.as_slice())?;
+                    ids.insert(id.as_str(), key.as_slice())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Rows read from the index tables (and `_all_docs` from the documents table) of one snapshot,
+/// lazily, so a query with a limit stops early.
+pub(crate) struct Stored<'r> {
+    pub(crate) reader: &'r Reader,
+    pub(crate) conflicts: bool,
+    pub(crate) filter: Option<&'r dyn DocFilter>,
+}
+
+impl Stored<'_> {
+    /// Whether `index` has its tables (a database written before indexes were kept in tables
+    /// has none until a design document changes; its queries scan).
+    pub(crate) fn has(&self, index: &Index) -> Result<bool> {
+        let Some(sig) = signature(index) else {
+            return Ok(true);
+        };
+        let registry = match self.reader.txn.open_table(REGISTRY) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(registry.get(sig.as_str())?.is_some())
+    }
+
+    /// The visible winning revision of `id`, as `_find` returns it.
+    fn doc(&self, id: &str) -> Result<Option<Value>> {
+        let Some(rec) = self.reader.doc_record(id)? else {
+            return Ok(None);
+        };
+        let Some(w) = rec.tree.winner() else {
+            return Ok(None);
+        };
+        if rec.winner_deleted {
+            return Ok(None);
+        }
+        let opts = GetOptions::included(self.conflicts, false);
+        let Some(doc) = self.reader.render(id, &rec, w, &opts)? else {
+            return Ok(None);
+        };
+        if self.filter.is_some_and(|f| !f.allows(id, &doc.json)) {
+            return Ok(None);
+        }
+        Ok(Some(Value::Object(doc.json)))
+    }
+}
+
+/// The byte range of rows whose first column is within `range`.
+fn byte_range(range: Option<&Range>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let Some(range) = range else {
+        return (Bound::Unbounded, Bound::Unbounded);
+    };
+    // A row's key is an array: the rows whose first column equals `v` are those starting with
+    // the encoding of `[v]` without its closing byte, and `FF` sorts above every continuation.
+    let prefix = |v: &Value| {
+        let mut out = crate::view::key::prefix(&Value::Array(vec![v.clone()]));
+        out.pop();
+        out
+    };
+    let above = |v: &Value| {
+        let mut out = prefix(v);
+        out.push(0xFF);
+        out
+    };
+    let low = match &range.low {
+        None => Bound::Unbounded,
+        Some((v, true)) => Bound::Included(prefix(v)),
+        Some((v, false)) => Bound::Excluded(above(v)),
+    };
+    let high = match &range.high {
+        None => Bound::Unbounded,
+        Some((v, true)) => Bound::Excluded(above(v)),
+        Some((v, false)) => Bound::Excluded(prefix(v)),
+    };
+    (low, high)
+}
+
+impl RowSource for Stored<'_> {
+    fn rows<'a>(
+        &'a self,
+        index: &Index,
+        first: Option<&Range>,
+        desc: bool,
+    ) -> Result<Box<dyn Iterator<Item = Result<Row>> + 'a>> {
+        let Some(sig) = signature(index) else {
+            // `_all_docs`: the documents table in id order.
+            let iter = self.reader.docs.range::<&str>(..)?;
+            let iter: Box<dyn Iterator<Item = _>> = if desc {
+                Box::new(iter.rev())
+            } else {
+                Box::new(iter)
+            };
+            return Ok(Box::new(iter.filter_map(move |entry| {
+                let id = match entry {
+                    Ok((k, v)) => {
+                        if DocRecord::peek_winner_deleted(v.value()) {
+                            return None;
+                        }
+                        k.value().to_owned()
+                    }
+                    Err(e) => return Some(Err(e.into())),
+                };
+                if id.starts_with("_design/") {
+                    return None;
+                }
+                match self.doc(&id) {
+                    Ok(Some(doc)) => Some(Ok(Row {
+                        key: Value::String(id.clone()),
+                        id,
+                        doc,
+                    })),
+                    Ok(None) => None,
+                    Err(e) => Some(Err(e)),
+                }
+            })));
+        };
+        let table = self
+            .reader
+            .txn
+            .open_table(TableDefinition::<&[u8], &[u8]>::new(&rows_table(&sig)))?;
+        let (low, high) = byte_range(first);
+        let bounds = (
+            low.as_ref().map(Vec::as_slice),
+            high.as_ref().map(Vec::as_slice),
+        );
+        let iter = table.range::<&[u8]>(bounds)?;
+        let iter: Box<dyn Iterator<Item = _>> = if desc {
+            Box::new(iter.rev())
+        } else {
+            Box::new(iter)
+        };
+        Ok(Box::new(iter.filter_map(move |entry| {
+            let (id, key) = match entry {
+                Ok((_, v)) => match decode_row(v.value()) {
+                    Ok(row) => row,
+                    Err(e) => return Some(Err(e)),
+                },
+                Err(e) => return Some(Err(e.into())),
+            };
+            match self.doc(&id) {
+                Ok(Some(doc)) => Some(Ok(Row { key, id, doc })),
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
+            }
+        })))
+    }
+}
