@@ -400,3 +400,46 @@ describe('map/reduce views through PouchDB, checked against PouchDB\'s own map/r
     await same(local, remote, 'extra', { startkey: 0, endkey: 5 });
   });
 });
+
+// ---- through the device hub ------------------------------------------------------------------
+
+describe('map/reduce views through the device hub (stock PouchDB as an app)', { timeout: 120_000 }, () => {
+  let hub;
+  let agent;
+  let hubLib;
+
+  before(async () => {
+    hubLib = await import('./lib/hub.mjs');
+    hub = await hubLib.startHub({ name: 'views hub' });
+    const app = await hubLib.addApp(hub, 'events', ['events:read', 'events:write']);
+    agent = new hubLib.PinnedAgent({ cert: app.certPem, key: app.keyPem, pinPem: app.hubCertPem });
+  }, T);
+
+  after(async () => {
+    agent?.destroy();
+    await hub?.stop();
+  }, T);
+
+  it('db.query with reduce and group levels on data replicated from PouchDB, then incrementally', T, async () => {
+    const remote = new PouchDB(`${hub.url}/events`, { fetch: hubLib.agentFetch(agent) });
+    const local = memoryDb('hub-views');
+    await local.put(structuredClone(DDOC));
+    await local.bulkDocs(events());
+    await replicate(local, remote);
+    const keys = await someKeys(local);
+    for (const opts of [{ reduce: false }, { reduce: false, include_docs: true, limit: 5 }]) {
+      for (const view of REDUCE_VIEWS) await same(local, remote, view, opts);
+    }
+    for (const opts of reduceQueries(keys)) await same(local, remote, 'by_day', opts);
+    for (const view of REDUCE_VIEWS) await same(local, remote, view, { group_level: 2 });
+
+    // Changes replicated again: the hub's index follows.
+    const some = (await local.allDocs({ include_docs: true, startkey: 'e-', endkey: 'e-\uffff', limit: 10 })).rows;
+    await local.bulkDocs(some.map((r, i) => (i % 2 ? { ...r.doc, _deleted: true } : { ...r.doc, v: r.doc.v + 100 })));
+    await local.bulkDocs(events(60, 70));
+    await replicate(local, remote);
+    for (const opts of [{ reduce: false }, { group_level: 1 }, { group: true }]) {
+      for (const view of REDUCE_VIEWS) await same(local, remote, view, opts);
+    }
+  });
+});

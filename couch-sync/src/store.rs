@@ -420,6 +420,10 @@ pub(crate) struct Writer<'t> {
     /// The Mango indexes kept in tables, loaded once per transaction (again after a design
     /// document changes).
     pub(crate) mango: Option<std::sync::Arc<Vec<crate::find::stored::Live>>>,
+    /// The Mango index tables opened so far in this transaction, by signature.
+    pub(crate) mango_tables: Vec<(String, crate::find::stored::Tables<'t>)>,
+    /// Leave the Mango indexes behind for the next query to update (a large batch).
+    pub(crate) mango_defer: bool,
 }
 
 /// Tables open for reading in one snapshot.
@@ -585,6 +589,8 @@ impl Database {
                 staged: Vec::new(),
                 txn: &txn,
                 mango: None,
+                mango_tables: Vec::new(),
+                mango_defer: false,
             };
             let result = f(&mut w)?;
             if w.meta != loaded {

@@ -287,7 +287,12 @@ impl Writer<'_> {
                 self.store_rev(id, &old_winner, bytes)?;
             }
         }
+        // The new winner's body, if this write made it, for the Mango indexes.
+        let mut winner_body = None;
         for (rev, record) in std::mem::take(&mut self.staged) {
+            if winner_rev.as_ref() == Some(&rev) && !record.deleted {
+                winner_body = Some(record.body.clone());
+            }
             let bytes = record.encode();
             let fits = record.attachments.is_empty() && bytes.len() <= INLINE_RECORD_BYTES;
             if winner_rev.as_ref() == Some(&rev) && fits {
@@ -329,7 +334,12 @@ impl Writer<'_> {
         self.account(id.len(), Some(encoded.len()), old);
         // Mango indexes follow in the same transaction (a design document re-reads them).
         let live_winner = (!winner_deleted).then_some(winner_rev).flatten();
-        self.index_doc(id, live_winner.as_ref())
+        let written = crate::find::stored::Written {
+            winner: live_winner.as_ref(),
+            body: winner_body.as_deref(),
+            is_new: old.is_none(),
+        };
+        self.index_doc(id, &written)
     }
 
     /// The language of a live design document with a `validate_doc_update` member, if any.
@@ -972,6 +982,9 @@ impl Database {
     ) -> Result<Vec<BulkResult>> {
         self.write(|w| {
             w.write_ctx = Some(context.clone());
+            // A large batch leaves the Mango indexes to the next query, which updates them in
+            // key order in one pass (far fewer pages written than row by row here).
+            w.mango_defer = docs.len() > crate::find::stored::DEFER_BATCH;
             let mut results = Vec::with_capacity(docs.len());
             for doc in docs {
                 let mut update = match doc {

@@ -901,3 +901,92 @@ async fn indexed_queries_read_only_their_range_and_see_every_acknowledged_write(
             .contains("No matching index")
     );
 }
+
+/// A large `_bulk_docs` leaves the indexes to the next query, which catches them up: every
+/// acknowledged write is in its answer, also after single writes in between and changes that
+/// move, remove and re-add rows.
+#[tokio::test]
+async fn large_batches_are_indexed_by_the_next_query() {
+    let s = db_with(json!([])).await;
+    let r = s
+        .post_json(
+            "/db/_index",
+            &json!({"index": {"fields": ["x"]}, "ddoc": "by-x", "name": "x"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let bulk = async |docs: Vec<Value>| {
+        let r = s
+            .post_json("/db/_bulk_docs", &json!({ "docs": docs }))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.json());
+        r.json()
+    };
+    let written = bulk(
+        (0..200)
+            .map(|i| json!({"_id": format!("d{i:03}"), "x": (i * 37) % 200}))
+            .collect(),
+    )
+    .await;
+    // A single write in between goes to the index in its own transaction.
+    assert_eq!(
+        s.put_json("/db/single", &json!({"x": 5.5})).await.status,
+        201
+    );
+    let find = async |selector: Value| {
+        let r = s
+            .post_json(
+                "/db/_find",
+                &json!({"selector": selector, "sort": ["x"], "limit": 1000, "execution_stats": true}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.json());
+        assert!(r.json().get("warning").is_none(), "{}", r.json());
+        r
+    };
+    let r = find(json!({"x": {"$lt": 10}})).await;
+    let mut want: Vec<(f64, String)> = (0..200)
+        .filter(|i| (i * 37) % 200 < 10)
+        .map(|i| (((i * 37) % 200) as f64, format!("d{i:03}")))
+        .collect();
+    want.push((5.5, "single".into()));
+    want.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let want_ids: Vec<String> = want.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(ids(&r), want_ids);
+    assert_eq!(
+        r.json()["execution_stats"]["total_keys_examined"],
+        json!(want_ids.len())
+    );
+    // Another large batch: every document moves (x + 1000), odd ones lose x, and a tenth are
+    // deleted; then the old range is empty and the new one is exact.
+    let revs: Vec<(String, String)> = written
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().into(),
+                r["rev"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let changes: Vec<Value> = revs
+        .iter()
+        .enumerate()
+        .map(|(i, (id, rev))| match i % 10 {
+            9 => json!({"_id": id, "_rev": rev, "_deleted": true}),
+            n if n % 2 == 1 => json!({"_id": id, "_rev": rev, "y": 1}),
+            _ => json!({"_id": id, "_rev": rev, "x": 1000 + (i * 37) % 200}),
+        })
+        .collect();
+    bulk(changes).await;
+    let r = find(json!({"x": {"$lt": 1000}})).await;
+    assert_eq!(ids(&r), ["single"]);
+    let r = find(json!({"x": {"$gte": 1000}})).await;
+    let expected = (0..200).filter(|i| i % 10 != 9 && i % 2 == 0).count();
+    assert_eq!(ids(&r).len(), expected);
+    assert_eq!(
+        r.json()["execution_stats"]["total_keys_examined"],
+        json!(expected)
+    );
+}

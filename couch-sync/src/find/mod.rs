@@ -89,6 +89,7 @@ pub(crate) fn find(
     // Planned over every index, whoever asks (as `chosen_index`, which authorization uses):
     // the filter hides documents, not the server's choice of index.
     let plan = Plan::new(&indexes(db, None)?, opts)?;
+    stored::catch_up(db)?;
     let found = db.read(|r| {
         let stored = stored::Stored {
             reader: r,

@@ -9,6 +9,13 @@
 //!   CouchDB's collation of the key, then the id) → `u32` BE id length, the id, the key as JSON.
 //! - `mango_ids:<signature>`: doc id → its row key, to remove the row when the document changes.
 //!
+//! - `mango_behind`: signature → the first sequence an index has not seen, for indexes a large
+//!   `_bulk_docs` (more than [`DEFER_BATCH`] documents) left behind: rewriting an index row by
+//!   row in document order touches most of its pages in every batch, so such a batch only
+//!   marks the indexes, and the next `_find` first brings them up to date in one pass in key
+//!   order ([`catch_up`]). Single writes and small batches update the indexes in their own
+//!   transaction. Either way, an acknowledged write is in the next `_find`'s results.
+//!
 //! Writing a design document re-reads the JSON indexes of every live design document: a new
 //! definition gets its tables and is built from every document in the same transaction; a
 //! definition no design document declares any more loses its tables. An ordinary document's
@@ -18,7 +25,7 @@
 use std::ops::Bound;
 use std::sync::Arc;
 
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde_json::{Map, Value, json};
 use sha2::Digest;
 
@@ -33,6 +40,12 @@ use crate::rev::RevId;
 use crate::store::{Reader, Writer};
 
 const REGISTRY: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("mango_indexes");
+
+/// Indexes left behind by a large batch: signature → the first sequence not yet indexed.
+const BEHIND: TableDefinition<'static, &str, u64> = TableDefinition::new("mango_behind");
+
+/// A `_bulk_docs` of more documents than this leaves the indexes to the next query.
+pub(crate) const DEFER_BATCH: usize = 64;
 
 fn rows_table(sig: &str) -> String {
     format!("mango_rows:{sig}")
@@ -52,12 +65,31 @@ pub(crate) fn signature(index: &Index) -> Option<String> {
     Some(data_encoding::HEXLOWER.encode(&digest[..16]))
 }
 
+/// An index's two tables, open for writing: rows, and row key by document id.
+pub(crate) type Tables<'t> = (
+    redb::Table<'t, &'static [u8], &'static [u8]>,
+    redb::Table<'t, &'static str, &'static [u8]>,
+);
+
+/// What a write left of a document, for its index rows.
+#[derive(Debug)]
+pub(crate) struct Written<'a> {
+    /// The winning revision, unless the document is deleted.
+    pub(crate) winner: Option<&'a RevId>,
+    /// The winner's stored body, when this write made it (else it is read back).
+    pub(crate) body: Option<&'a [u8]>,
+    /// The document did not exist before: it has no rows to move.
+    pub(crate) is_new: bool,
+}
+
 /// A JSON index the write path keeps up to date.
 #[derive(Debug)]
 pub(crate) struct Live {
     sig: String,
     index: Index,
     partial: Option<Selector>,
+    /// Left behind by a large batch: the next query catches it up.
+    behind: bool,
 }
 
 impl Live {
@@ -81,6 +113,7 @@ impl Live {
                 kind: Kind::Json { columns, partial },
             },
             partial: selector,
+            behind: false,
         })
     }
 
@@ -112,7 +145,18 @@ fn decode_row(value: &[u8]) -> Result<(String, Value)> {
     Ok((id.to_owned(), key))
 }
 
-impl Writer<'_> {
+/// A stored body as `_find` sees it (with `_id` and `_rev`).
+fn as_indexed(id: &str, rev: &RevId, stored: &[u8]) -> Result<Value> {
+    let body: Map<String, Value> = serde_json::from_slice(stored)
+        .map_err(|e| Error::Corrupt(format!("stored body of {id}: {e}")))?;
+    let mut doc = Map::with_capacity(body.len() + 2);
+    doc.insert("_id".into(), Value::String(id.to_owned()));
+    doc.insert("_rev".into(), Value::String(rev.to_string()));
+    doc.extend(body);
+    Ok(Value::Object(doc))
+}
+
+impl<'t> Writer<'t> {
     /// The winning revision's body as `_find` sees it (with `_id` and `_rev`).
     fn indexed_body(&self, id: &str, rev: &RevId) -> Result<Option<Value>> {
         let Some(record) = self.load_rev(id, rev)? else {
@@ -121,13 +165,28 @@ impl Writer<'_> {
         if record.deleted {
             return Ok(None);
         }
-        let body: Map<String, Value> = serde_json::from_slice(&record.body)
-            .map_err(|e| Error::Corrupt(format!("stored body of {id}: {e}")))?;
-        let mut doc = Map::with_capacity(body.len() + 2);
-        doc.insert("_id".into(), Value::String(id.to_owned()));
-        doc.insert("_rev".into(), Value::String(rev.to_string()));
-        doc.extend(body);
-        Ok(Some(Value::Object(doc)))
+        as_indexed(id, rev, &record.body).map(Some)
+    }
+
+    /// The tables of index `sig`, opened once per transaction.
+    fn tables(&mut self, sig: &str) -> Result<&mut Tables<'t>> {
+        let at = match self.mango_tables.iter().position(|(s, _)| s == sig) {
+            Some(at) => at,
+            None => {
+                let rows = self
+                    .txn
+                    .open_table(TableDefinition::<&[u8], &[u8]>::new(&rows_table(sig)))?;
+                let ids = self
+                    .txn
+                    .open_table(TableDefinition::<&str, &[u8]>::new(&ids_table(sig)))?;
+                self.mango_tables.push((sig.to_owned(), (rows, ids)));
+                self.mango_tables.len() - 1
+            }
+        };
+        match self.mango_tables.get_mut(at) {
+            Some((_, tables)) => Ok(tables),
+            None => Err(Error::Corrupt("Mango index tables".into())),
+        }
     }
 
     fn live_indexes(&mut self) -> Result<Arc<Vec<Live>>> {
@@ -135,18 +194,21 @@ impl Writer<'_> {
             return Ok(live.clone());
         }
         let registry = self.txn.open_table(REGISTRY)?;
+        let behind = self.txn.open_table(BEHIND)?;
         let mut live = Vec::new();
         for entry in registry.iter()? {
             let (sig, def) = entry?;
-            live.push(Live::from_def(sig.value(), def.value())?);
+            let mut index = Live::from_def(sig.value(), def.value())?;
+            index.behind = behind.get(sig.value())?.is_some();
+            live.push(index);
         }
         let live = Arc::new(live);
         self.mango = Some(live.clone());
         Ok(live)
     }
 
-    /// Moves `id`'s rows after a write; `winner` is its winning revision unless deleted.
-    pub(crate) fn index_doc(&mut self, id: &str, winner: Option<&RevId>) -> Result<()> {
+    /// Moves `id`'s rows after a write.
+    pub(crate) fn index_doc(&mut self, id: &str, written: &Written<'_>) -> Result<()> {
         if id.starts_with("_design/") {
             return self.sync_indexes();
         }
@@ -154,24 +216,34 @@ impl Writer<'_> {
         if live.is_empty() {
             return Ok(());
         }
-        let doc = match winner {
-            Some(rev) => self.indexed_body(id, rev)?,
-            None => None,
+        if self.mango_defer {
+            // Mark every index behind from this document's sequence on, once.
+            if live.iter().any(|i| !i.behind) {
+                let seq = self.meta.update_seq;
+                let mut behind = self.txn.open_table(BEHIND)?;
+                for index in live.iter().filter(|i| !i.behind) {
+                    behind.insert(index.sig.as_str(), seq)?;
+                }
+                self.mango = None;
+            }
+            return Ok(());
+        }
+        let doc = match (written.winner, written.body) {
+            (Some(rev), Some(body)) => Some(as_indexed(id, rev, body)?),
+            (Some(rev), None) => self.indexed_body(id, rev)?,
+            (None, _) => None,
         };
-        for index in live.iter() {
+        for index in live.iter().filter(|i| !i.behind) {
             let row = doc.as_ref().and_then(|d| index.row(id, d));
-            let rows_name = rows_table(&index.sig);
-            let ids_name = ids_table(&index.sig);
-            let mut ids = self
-                .txn
-                .open_table(TableDefinition::<&str, &[u8]>::new(&ids_name))?;
-            let old = ids.get(id)?.map(|v| v.value().to_vec());
+            let (rows, ids) = self.tables(&index.sig)?;
+            let old = if written.is_new {
+                None
+            } else {
+                ids.get(id)?.map(|v| v.value().to_vec())
+            };
             if old.as_deref() == row.as_ref().map(|(k, _)| k.as_slice()) {
                 continue;
             }
-            let mut rows = self
-                .txn
-                .open_table(TableDefinition::<&[u8], &[u8]>::new(&rows_name))?;
             if let Some(old) = old {
                 rows.remove(old.as_slice())?;
             }
@@ -191,6 +263,8 @@ impl Writer<'_> {
     /// After a design document changed: tables for new definitions (built from every
     /// document), none for definitions no live design document declares.
     fn sync_indexes(&mut self) -> Result<()> {
+        // Tables are deleted and built below: none may stay open.
+        self.mango_tables.clear();
         let mut ddocs = Vec::new();
         for entry in self.docs.range::<&str>("_design/".."_design0")? {
             let (key, value) = entry?;
@@ -221,9 +295,11 @@ impl Writer<'_> {
         for entry in registry.iter()? {
             present.push(entry?.0.value().to_owned());
         }
+        let mut behind = self.txn.open_table(BEHIND)?;
         for sig in &present {
             if !wanted.contains_key(sig) {
                 registry.remove(sig.as_str())?;
+                behind.remove(sig.as_str())?;
                 self.txn
                     .delete_table(TableDefinition::<&[u8], &[u8]>::new(&rows_table(sig)))?;
                 self.txn
@@ -238,6 +314,7 @@ impl Writer<'_> {
             }
         }
         drop(registry);
+        drop(behind);
         self.mango = None;
         if !added.is_empty() {
             self.build(&added)?;
@@ -280,6 +357,101 @@ impl Writer<'_> {
         }
         Ok(())
     }
+}
+
+impl Writer<'_> {
+    /// Brings the indexes a large batch left behind up to date: every document written since,
+    /// its old row removed and its new one inserted, in key order.
+    fn catch_up_indexes(&mut self) -> Result<()> {
+        let behind: Vec<(String, u64)> = {
+            let table = self.txn.open_table(BEHIND)?;
+            let mut out = Vec::new();
+            for entry in table.iter()? {
+                let (sig, seq) = entry?;
+                out.push((sig.value().to_owned(), seq.value()));
+            }
+            out
+        };
+        let Some(from) = behind.iter().map(|(_, seq)| *seq).min() else {
+            return Ok(());
+        };
+        let mut changed = Vec::new();
+        for entry in self.seqs.range(from..)? {
+            changed.push(entry?.1.value().to_owned());
+        }
+        let mut docs = Vec::with_capacity(changed.len());
+        for id in changed {
+            if id.starts_with("_design/") {
+                continue;
+            }
+            let winner = self
+                .load_doc(&id)?
+                .filter(|rec| !rec.winner_deleted)
+                .and_then(|rec| {
+                    rec.tree
+                        .winner()
+                        .and_then(|w| rec.tree.node(w))
+                        .map(|n| n.rev.clone())
+                });
+            let doc = match winner {
+                Some(rev) => self.indexed_body(&id, &rev)?,
+                None => None,
+            };
+            docs.push((id, doc));
+        }
+        let live = self.live_indexes()?;
+        for index in live.iter().filter(|i| i.behind) {
+            let (rows, ids) = self.tables(&index.sig)?;
+            let mut removes = Vec::new();
+            let mut inserts = Vec::new();
+            for (id, doc) in &docs {
+                let row = doc.as_ref().and_then(|d| index.row(id, d));
+                let old = ids.get(id.as_str())?.map(|v| v.value().to_vec());
+                if old.as_deref() == row.as_ref().map(|(k, _)| k.as_slice()) {
+                    continue;
+                }
+                match &row {
+                    Some((key, _)) => {
+                        ids.insert(id.as_str(), key.as_slice())?;
+                    }
+                    None => {
+                        ids.remove(id.as_str())?;
+                    }
+                }
+                removes.extend(old);
+                inserts.extend(row);
+            }
+            // In key order: each page of the index is rewritten once.
+            removes.sort_unstable();
+            inserts.sort_unstable();
+            for key in removes {
+                rows.remove(key.as_slice())?;
+            }
+            for (key, value) in inserts {
+                rows.insert(key.as_slice(), value.as_slice())?;
+            }
+        }
+        let mut table = self.txn.open_table(BEHIND)?;
+        for (sig, _) in &behind {
+            table.remove(sig.as_str())?;
+        }
+        self.mango = None;
+        Ok(())
+    }
+}
+
+/// Updates the indexes a large batch left behind, so the next query sees every acknowledged
+/// write. Reads first: nothing is written when every index is current.
+pub(crate) fn catch_up(db: &crate::store::Database) -> Result<()> {
+    let behind = db.read(|r| match r.txn.open_table(BEHIND) {
+        Ok(table) => Ok(!table.is_empty()?),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    })?;
+    if behind {
+        db.write(|w| w.catch_up_indexes())?;
+    }
+    Ok(())
 }
 
 /// Rows read from the index tables (and `_all_docs` from the documents table) of one snapshot,
