@@ -1,6 +1,7 @@
 //! The framing of standalone messages (and stream opens) over byte-stream links, shared by the
-//! LAN link ([`mdns::tcp`](crate::mdns) documents the whole exchange) and tor-transport. Pure
-//! encoding and decoding: no I/O. All integers big-endian.
+//! LAN link ([`mdns::tcp`](crate::mdns) documents the whole exchange), the Bluetooth LE link and
+//! tor-transport. Encoding and decoding, and one reader for the links' use. All integers
+//! big-endian.
 //!
 //! | size | field |
 //! |---|---|
@@ -58,6 +59,25 @@ pub fn message_len(header: [u8; 5]) -> Result<usize> {
         });
     }
     Ok(len)
+}
+
+/// Reads the rest of a message connection after its kind byte: the `u32` length and the
+/// message, refusing one over [`MAX_MESSAGE_BYTES`] before reading it. (The one piece of I/O
+/// here: every stream link reads messages this way.)
+#[cfg(any(feature = "mdns", feature = "ble"))]
+pub(crate) async fn read_message_body<S>(stream: &mut S) -> std::io::Result<Vec<u8>>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let len = stream.read_u32().await?;
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    if len > MAX_MESSAGE_BYTES {
+        return Err(std::io::Error::other("message over the limit"));
+    }
+    let mut bytes = vec![0; len];
+    stream.read_exact(&mut bytes).await?;
+    Ok(bytes)
 }
 
 #[cfg(test)]

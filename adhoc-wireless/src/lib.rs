@@ -2,6 +2,8 @@
 
 #[cfg(feature = "beacons")]
 pub mod beacon;
+#[cfg(all(feature = "ble", target_os = "linux"))]
+pub mod ble;
 pub mod clock;
 mod discovery;
 mod error;
@@ -14,6 +16,8 @@ mod peer;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod table;
+#[cfg(all(feature = "wifi-direct", target_os = "linux"))]
+pub mod wifi_direct;
 
 pub use clock::Clock;
 #[cfg(feature = "tokio")]

@@ -347,7 +347,28 @@ async fn main() {
         100.0 * b.bulk_indexed_dps / b.bulk_plain_dps
     );
     println!(
-        "(*) pouchdb-server does no index work on write: it builds the index at the first _find"
+        "(*) batches of {BATCH}: neither server updates the index row by row while loading; \
+         couch-sync brings it up to date (in key order) at the next _find, pouchdb-server \
+         builds it at the first _find: the first wide _find below includes that work"
+    );
+    // The whole cost of an index: the load and the first query that brings the index up to date.
+    let total = |dps: f64, first_ms: f64| DOCS as f64 / (DOCS as f64 / dps + first_ms / 1000.0);
+    let (ours_total, theirs_total) = (
+        total(a.bulk_indexed_dps, a.find[0].first_ms),
+        total(b.bulk_indexed_dps, b.find[0].first_ms),
+    );
+    row(
+        "docs/s, indexed load + first _find",
+        ours_total,
+        theirs_total,
+        ours_total / theirs_total,
+        0,
+    );
+    println!(
+        "{:<44} {:>11.0}% {:>15.0}%   (of the load without an index)",
+        "  indexed load + first _find / plain load",
+        100.0 * ours_total / a.bulk_plain_dps,
+        100.0 * theirs_total / b.bulk_plain_dps
     );
     println!("ratios: docs/s ours/theirs; times theirs/ours (target for indexed _find: >= 20x)");
 
@@ -358,7 +379,7 @@ async fn main() {
     for (name, (x, y)) in names.iter().zip(a.find.iter().zip(&b.find)) {
         println!("{name}");
         row(
-            "  first query ms (pouchdb: builds its index)",
+            "  first query ms (brings the index up to date)",
             x.first_ms,
             y.first_ms,
             y.first_ms / x.first_ms,

@@ -88,6 +88,18 @@ ensure_tor() {
     fi
 }
 
+# libdbus's headers and pkg-config: adhoc-wireless's `ble` feature (bluer and btleplug talk to
+# BlueZ over D-Bus) links libdbus, and `--all-features` builds it.
+ensure_dbus_dev() {
+    command -v pkg-config >/dev/null 2>&1 && pkg-config --exists dbus-1 && return 0
+    apt_install "the ble feature (BlueZ over D-Bus)" libdbus-1-dev pkg-config || return 1
+    hash -r
+    if ! pkg-config --exists dbus-1; then
+        echo "error: pkg-config still finds no dbus-1 after installing libdbus-1-dev" >&2
+        return 1
+    fi
+}
+
 # ensure_cargo_tool TOOL... — cargo subcommands, from crates.io.
 ensure_cargo_tool() {
     local tool

@@ -426,12 +426,14 @@ async fn a_write_the_hub_refuses_shows_on_the_status_and_is_not_lost() {
         (get(&c, &format!("/{local}/first")).await.0 == 200).then_some(())
     })
     .await;
-    // On eve's copy, a validation function no hub can run (there is no JavaScript): as CouchDB
-    // without a query server, the hub refuses every write of an ordinary document there.
+    // On eve's copy, a validation function that breaks (throws an error, not `forbidden`) on
+    // the next document: the write fails with a 500, which a replicator must neither skip nor
+    // checkpoint past.
     let ddoc = put(
         &c,
         &format!("/{local}/_design/rules"),
-        json!({"validate_doc_update": "function (doc) {}"}),
+        json!({"validate_doc_update":
+            "function (doc) { if (doc.n === 2) throw new Error('rules broken'); }"}),
     )
     .await;
     put(&a, "/journal/second", json!({"n": 2})).await;
@@ -448,7 +450,7 @@ async fn a_write_the_hub_refuses_shows_on_the_status_and_is_not_lost() {
         row(&status).filter(|r| {
             r["last_error"]
                 .as_str()
-                .is_some_and(|e| e.contains("unknown_query_language"))
+                .is_some_and(|e| e.contains("rules broken"))
         })
     })
     .await;
@@ -459,7 +461,7 @@ async fn a_write_the_hub_refuses_shows_on_the_status_and_is_not_lost() {
     let text = c.cli_ok(&["status"]);
     assert!(
         text.lines()
-            .any(|l| l.contains(&local) && l.contains("unknown_query_language")),
+            .any(|l| l.contains(&local) && l.contains("rules broken")),
         "{text}"
     );
     assert_eq!(get(&c, &format!("/{local}/second")).await.0, 404);

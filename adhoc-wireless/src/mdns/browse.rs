@@ -11,7 +11,7 @@ use std::time::Duration;
 use mdns_sd::{Receiver, ResolvedService, ScopedIp, ServiceEvent};
 
 use super::{SERVICE_TYPE, Shared, txt};
-use crate::peer::{Address, Advert, PeerId, Transport};
+use crate::peer::{Address, Advert, PeerId};
 
 /// Most verifications asked of mdns-sd in one tick (its command queue holds 100).
 const MAX_VERIFY_PER_TICK: usize = 32;
@@ -196,7 +196,7 @@ impl State {
         shared.table.observe_advert(
             now,
             &source,
-            Transport::Lan,
+            shared.transport,
             address.clone(),
             advert.clone(),
         );
@@ -228,7 +228,7 @@ impl State {
             return;
         };
         if !self.tracked.values().any(|t| t.address == gone.address) {
-            shared.table.forget(Transport::Lan, &gone.address);
+            shared.table.forget(shared.transport, &gone.address);
         }
     }
 
@@ -269,7 +269,7 @@ impl State {
                 shared.table.observe_advert(
                     now,
                     &t.source,
-                    Transport::Lan,
+                    shared.transport,
                     t.address.clone(),
                     t.advert.clone(),
                 );
@@ -301,12 +301,12 @@ impl State {
     }
 }
 
-/// Whether the table holds `id` at `address` on the LAN.
+/// Whether the table holds `id` at `address` on the plugin's transport.
 fn holds(shared: &Shared, id: &PeerId, address: &Address) -> bool {
     shared.table.peer(id).is_some_and(|p| {
         p.addresses
             .iter()
-            .any(|a| a.transport == Transport::Lan && a.address == *address)
+            .any(|a| a.transport == shared.transport && a.address == *address)
     })
 }
 

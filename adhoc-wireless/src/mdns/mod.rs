@@ -193,6 +193,9 @@ struct Shared {
     table: SharedTable,
     registration: Mutex<Registration>,
     allow_loopback: bool,
+    /// What the table and the link label peers with: [`Transport::Lan`], or
+    /// [`Transport::WifiDirect`] when the Wi-Fi Direct plugin runs this one on a group.
+    transport: Transport,
     tracked: AtomicU64,
     over_limit: AtomicU64,
     verifications: AtomicU64,
@@ -235,6 +238,18 @@ impl MdnsPlugin {
     /// advertised until [`advertise`](Plugin::advertise). Must run inside a tokio runtime (it
     /// spawns its tasks there); stop it with [`shutdown`](Self::shutdown).
     pub async fn start_with_clock(config: MdnsConfig, clock: Arc<dyn Clock>) -> Result<MdnsPlugin> {
+        let table = SharedTable::new(config.table.clone());
+        MdnsPlugin::start_on(config, clock, table, Transport::Lan).await
+    }
+
+    /// As [`start_with_clock`](Self::start_with_clock), feeding `table` (which may outlive
+    /// this plugin) and labelling peers and inbound items with `transport`.
+    pub(crate) async fn start_on(
+        config: MdnsConfig,
+        clock: Arc<dyn Clock>,
+        table: SharedTable,
+        transport: Transport,
+    ) -> Result<MdnsPlugin> {
         if config.interfaces.is_empty() {
             return Err(Error::WrongAddress(
                 "choose at least one interface for the LAN plugin".to_string(),
@@ -245,6 +260,7 @@ impl MdnsPlugin {
             incoming_capacity: config.incoming_capacity,
             max_pending: config.max_pending_inbound,
             handshake_ms: config.handshake_timeout_ms,
+            transport,
         };
         let (link, incoming) = TcpLink::bind(&addrs, config.port, &settings, clock.clone()).await?;
 
@@ -268,7 +284,8 @@ impl MdnsPlugin {
             }
         };
         let shared = Arc::new(Shared {
-            table: SharedTable::new(config.table.clone()),
+            table,
+            transport,
             allow_loopback: config.interfaces.iter().any(LanInterface::is_loopback),
             config,
             clock,
@@ -403,7 +420,7 @@ impl Discovery for MdnsPlugin {
 #[async_trait::async_trait]
 impl Link for MdnsPlugin {
     fn transport(&self) -> Transport {
-        Transport::Lan
+        self.shared.transport
     }
 
     async fn send(&self, to: &Address, message: &[u8]) -> Result<()> {

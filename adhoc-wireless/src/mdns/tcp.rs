@@ -38,7 +38,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::link::{BoxedStream, Inbound, Incoming, MAX_MESSAGE_BYTES};
+use crate::link::{BoxedStream, Inbound, Incoming};
 use crate::peer::{Address, Transport};
 
 use crate::frame::message_frame;
@@ -65,6 +65,8 @@ pub(crate) struct LinkSettings {
     pub(crate) max_pending: usize,
     /// How long a connection may take to send its preamble / message, and to answer.
     pub(crate) handshake_ms: u64,
+    /// The transport inbound items are labelled with (the LAN, or a Wi-Fi Direct group).
+    pub(crate) transport: Transport,
 }
 
 /// Counters of the link.
@@ -138,6 +140,7 @@ impl TcpLink {
                 pending.clone(),
                 counters.clone(),
                 settings.handshake_ms,
+                settings.transport,
             )));
         }
         Ok((
@@ -245,6 +248,7 @@ async fn accept_loop(
     pending: Arc<Semaphore>,
     counters: Arc<LinkCounters>,
     handshake_ms: u64,
+    transport: Transport,
 ) {
     loop {
         let (stream, from) = match listener.accept().await {
@@ -270,7 +274,16 @@ async fn accept_loop(
         let counters = counters.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            serve(stream, from, tx, &*clock, &counters, handshake_ms).await;
+            serve(
+                stream,
+                from,
+                tx,
+                &*clock,
+                &counters,
+                handshake_ms,
+                transport,
+            )
+            .await;
         });
     }
 }
@@ -283,6 +296,7 @@ async fn serve(
     clock: &dyn Clock,
     counters: &LinkCounters,
     handshake_ms: u64,
+    transport: Transport,
 ) {
     let dropped = || {
         counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -300,7 +314,7 @@ async fn serve(
             };
             match within(clock, handshake_ms, stream.write_all(&[ACCEPTED])).await {
                 Some(Ok(())) => permit.send(Inbound::Stream {
-                    transport: Transport::Lan,
+                    transport,
                     from: Address::Socket(from),
                     stream: Box::new(stream),
                 }),
@@ -308,21 +322,12 @@ async fn serve(
             }
         }
         KIND_MESSAGE => {
-            let read = async {
-                let len = stream.read_u32().await?;
-                let len = usize::try_from(len).unwrap_or(usize::MAX);
-                if len > MAX_MESSAGE_BYTES {
-                    return Err(std::io::Error::other("message over the limit"));
-                }
-                let mut bytes = vec![0; len];
-                stream.read_exact(&mut bytes).await?;
-                Ok(bytes)
-            };
+            let read = crate::frame::read_message_body(&mut stream);
             let Some(Ok(bytes)) = within(clock, handshake_ms, read).await else {
                 return dropped();
             };
             let answer = match tx.try_send(Inbound::Message {
-                transport: Transport::Lan,
+                transport,
                 from: Address::Socket(from),
                 bytes,
             }) {
@@ -346,12 +351,14 @@ async fn serve(
 mod tests {
     use super::*;
     use crate::TokioClock;
+    use crate::link::MAX_MESSAGE_BYTES;
 
     fn settings(capacity: usize) -> LinkSettings {
         LinkSettings {
             incoming_capacity: capacity,
             max_pending: 4,
             handshake_ms: 2_000,
+            transport: Transport::Lan,
         }
     }
 
