@@ -107,21 +107,30 @@ describe('CouchDB expectations of PouchDB’s suite', { timeout: 120_000 }, () =
     assert.equal(doc._replication_state, 'triggered');
   });
 
-  it('A2–A4, A7: requests that need JavaScript settle with CouchDB’s errors', T, async () => {
+  it('A2–A4, A7: design-document JavaScript answers as CouchDB (filters, views, validation)', T, async () => {
     const db = fresh();
     await db.put({
       _id: '_design/foo',
       filters: { even: 'function (doc) { return doc.n % 2 === 0; }' },
-      views: { scores: { map: 'function (doc) { emit(doc._id); }' } },
+      views: { scores: { map: 'function (doc) { if (doc.n) emit(doc.n); }' } },
     });
-    await rejectsWith(db.changes({ filter: 'foo/even', since: 0 }), 500, 'unknown_query_language');
+    await db.bulkDocs([1, 2, 3, 4].map((n) => ({ _id: `d${n}`, n })));
+    const even = await db.changes({ filter: 'foo/even', since: 0 });
+    assert.deepEqual(even.results.map((r) => r.id).sort(), ['d2', 'd4']);
     await rejectsWith(db.changes({ filter: 'nope/even', since: 0 }), 404, 'not_found');
-    await rejectsWith(db.query('foo/scores', { reduce: false }), 500, 'unknown_query_language');
+    const rows = (await db.query('foo/scores', { reduce: false })).rows;
+    assert.deepEqual(rows.map((r) => [r.key, r.id]), [[1, 'd1'], [2, 'd2'], [3, 'd3'], [4, 'd4']]);
     await rejectsWith(db.query('foo/nope'), 404, 'not_found');
     await rejectsWith(db.changes({ filter: '_view', since: 0 }), 400, 'bad_request');
-    // A validate_doc_update that cannot run refuses writes; replication reports them as failures.
-    await db.put({ _id: '_design/validate', validate_doc_update: 'function (newDoc) {}' });
-    await rejectsWith(db.put({ _id: 'x' }), 500, 'unknown_query_language');
+    const viewed = await db.changes({ filter: '_view', view: 'foo/scores', since: 0 });
+    assert.deepEqual(viewed.results.map((r) => r.id).sort(), ['d1', 'd2', 'd3', 'd4']);
+    // validate_doc_update runs: `forbidden` refuses the write with 403, the rest go through.
+    await db.put({
+      _id: '_design/validate',
+      validate_doc_update: "function (newDoc) { if (newDoc.foo === undefined) throw({forbidden: 'Document must have a foo.'}); }",
+    });
+    await rejectsWith(db.put({ _id: 'x' }), 403, 'forbidden');
+    assert.equal((await db.put({ _id: 'y', foo: 1 })).ok, true);
   });
 
   it('A1 in replication: documents with opaque revision ids replicate both ways', T, async () => {
