@@ -7,7 +7,7 @@
 //! | size | field |
 //! |---|---|
 //! | 1 | kind: `0x01` stream, `0x02` message |
-//! | 4 | (message only) `u32` length n, 0 ..= [`MAX_MESSAGE_BYTES`] |
+//! | 4 | (message only) `u32` length n, 0 ..= [`MAX_MESSAGE_BYTES`](crate::MAX_MESSAGE_BYTES) |
 //! | n | (message only) the message |
 //!
 //! The accepting side then answers one byte:
