@@ -47,6 +47,9 @@ const BEHIND: TableDefinition<'static, &str, u64> = TableDefinition::new("mango_
 /// A `_bulk_docs` of more documents than this leaves the indexes to the next query.
 pub(crate) const DEFER_BATCH: usize = 64;
 
+/// Documents a catch-up holds in memory at once.
+const CATCH_UP_CHUNK: usize = 4096;
+
 fn rows_table(sig: &str) -> String {
     format!("mango_rows:{sig}")
 }
@@ -379,56 +382,60 @@ impl Writer<'_> {
         for entry in self.seqs.range(from..)? {
             changed.push(entry?.1.value().to_owned());
         }
-        let mut docs = Vec::with_capacity(changed.len());
-        for id in changed {
-            if id.starts_with("_design/") {
-                continue;
-            }
-            let winner = self
-                .load_doc(&id)?
-                .filter(|rec| !rec.winner_deleted)
-                .and_then(|rec| {
-                    rec.tree
-                        .winner()
-                        .and_then(|w| rec.tree.node(w))
-                        .map(|n| n.rev.clone())
-                });
-            let doc = match winner {
-                Some(rev) => self.indexed_body(&id, &rev)?,
-                None => None,
-            };
-            docs.push((id, doc));
-        }
+        // In chunks, so memory stays bounded however many documents a batch wrote; each chunk
+        // is applied in key order.
         let live = self.live_indexes()?;
-        for index in live.iter().filter(|i| i.behind) {
-            let (rows, ids) = self.tables(&index.sig)?;
-            let mut removes = Vec::new();
-            let mut inserts = Vec::new();
-            for (id, doc) in &docs {
-                let row = doc.as_ref().and_then(|d| index.row(id, d));
-                let old = ids.get(id.as_str())?.map(|v| v.value().to_vec());
-                if old.as_deref() == row.as_ref().map(|(k, _)| k.as_slice()) {
+        for chunk in changed.chunks(CATCH_UP_CHUNK) {
+            let mut docs = Vec::with_capacity(chunk.len());
+            for id in chunk {
+                if id.starts_with("_design/") {
                     continue;
                 }
-                match &row {
-                    Some((key, _)) => {
-                        ids.insert(id.as_str(), key.as_slice())?;
+                let winner = self
+                    .load_doc(id)?
+                    .filter(|rec| !rec.winner_deleted)
+                    .and_then(|rec| {
+                        rec.tree
+                            .winner()
+                            .and_then(|w| rec.tree.node(w))
+                            .map(|n| n.rev.clone())
+                    });
+                let doc = match winner {
+                    Some(rev) => self.indexed_body(id, &rev)?,
+                    None => None,
+                };
+                docs.push((id.clone(), doc));
+            }
+            for index in live.iter().filter(|i| i.behind) {
+                let (rows, ids) = self.tables(&index.sig)?;
+                let mut removes = Vec::new();
+                let mut inserts = Vec::new();
+                for (id, doc) in &docs {
+                    let row = doc.as_ref().and_then(|d| index.row(id, d));
+                    let old = ids.get(id.as_str())?.map(|v| v.value().to_vec());
+                    if old.as_deref() == row.as_ref().map(|(k, _)| k.as_slice()) {
+                        continue;
                     }
-                    None => {
-                        ids.remove(id.as_str())?;
+                    match &row {
+                        Some((key, _)) => {
+                            ids.insert(id.as_str(), key.as_slice())?;
+                        }
+                        None => {
+                            ids.remove(id.as_str())?;
+                        }
                     }
+                    removes.extend(old);
+                    inserts.extend(row);
                 }
-                removes.extend(old);
-                inserts.extend(row);
-            }
-            // In key order: each page of the index is rewritten once.
-            removes.sort_unstable();
-            inserts.sort_unstable();
-            for key in removes {
-                rows.remove(key.as_slice())?;
-            }
-            for (key, value) in inserts {
-                rows.insert(key.as_slice(), value.as_slice())?;
+                // In key order: each page of the index is rewritten once.
+                removes.sort_unstable();
+                inserts.sort_unstable();
+                for key in removes {
+                    rows.remove(key.as_slice())?;
+                }
+                for (key, value) in inserts {
+                    rows.insert(key.as_slice(), value.as_slice())?;
+                }
             }
         }
         let mut table = self.txn.open_table(BEHIND)?;
