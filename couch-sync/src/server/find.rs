@@ -77,7 +77,7 @@ async fn query(
     let value = blocking(move || {
         let filter = filter.as_deref();
         if explain {
-            find::explain(&db, &opts, filter)
+            find::explain(&db, &opts)
         } else {
             find::find(&db, &opts, filter, &|| clock.now_millis())
         }
