@@ -183,6 +183,15 @@ async fn discovery_latency_of_20_discoveries() {
         b.advertise(Advert::key(k, vec![]).unwrap()).unwrap();
         times.push(wait_found(&a, PeerId::Key(k), &clock).await);
     }
+    // One radio address advertises one advert at a time: each new key replaced the one before
+    // (otherwise the 17th would meet the table's bound on peers vouched for by one address).
+    let at_b: Vec<PeerId> = a
+        .peers()
+        .into_iter()
+        .filter(|p| p.addresses.iter().any(|x| x.address == b.address()))
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(at_b.len(), 1, "peers at b's address: {at_b:?}");
     times.sort_unstable();
     println!(
         "FIGURE ble discovery latency (advertise -> Found, incl. the L2CAP advert read), 20 runs: \

@@ -62,9 +62,12 @@ fn hex(bytes: &[u8]) -> String {
 
 fn config(ctrl: &str) -> WifiDirectConfig {
     let mut c = WifiDirectConfig::new(ctrl);
-    // No idle teardown while the test runs; a long connect timeout under emulation.
+    // No idle teardown while the test runs; a long connect timeout under emulation, and a
+    // short back-off after a failed attempt (P2P's frame timers are tight for an emulated
+    // machine under load: a GO negotiation or WPS exchange may time out and is tried again).
     c.idle_ms = 0;
     c.connect_timeout_ms = 90_000;
+    c.retry_ms = 3_000;
     c.lan_ready_timeout_ms = 60_000;
     c
 }

@@ -177,8 +177,56 @@ pub(super) fn ble_address(to: &Address) -> Result<[u8; 6]> {
     }
 }
 
+/// How a channel refused by the peer's L2CAP layer is described (no listener on the PSM, or
+/// the channel id we picked is one it still holds).
+const REFUSED_BY_PEER: &str = "channel refused by the peer";
+
+/// Drops the LE link to `to`, and with it every channel on it, on both sides (bounded).
+async fn reset_link(shared: &Shared, to: [u8; 6]) {
+    if let Ok(device) = shared.adapter.device(BtAddress(to)) {
+        let _ = within(
+            shared,
+            shared.config.handshake_timeout_ms,
+            device.disconnect(),
+        )
+        .await;
+    }
+}
+
+/// Waits until a channel `connect` returned is connected in fact. The socket can report
+/// itself writable (so `connect` returns) before the peer's answer has arrived — its readiness
+/// from before the connect is still cached — and a write then fails with "not connected". The
+/// send MTU is known once the channel is up; the peer address stays readable while it is being
+/// set up and not after it failed.
+async fn connected(shared: &Shared, stream: &Stream) -> std::result::Result<(), String> {
+    let socket = stream.as_ref();
+    loop {
+        match socket.send_mtu() {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() != std::io::ErrorKind::NotConnected => return Err(e.to_string()),
+            Err(_) => {}
+        }
+        if let Err(e) = stream.peer_addr() {
+            return Err(format!("the channel failed while being set up ({e})"));
+        }
+        shared.clock.sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A random wait in `0..ms` milliseconds.
+pub(super) fn jitter(ms: u64) -> u64 {
+    use std::hash::BuildHasher;
+    // std's RandomState is seeded from the OS and differs for every instance.
+    std::collections::hash_map::RandomState::new().hash_one(ms) % ms.max(1)
+}
+
 /// Opens a channel to `to`'s listener, retrying a failed attempt (the radio is busy, the
 /// peer was between advertisements), and says what it is for (`preamble`).
+///
+/// Every attempt waits a random moment first: two devices that hear each other at the same
+/// instant would otherwise dial each other at the same instant, and a controller stops
+/// advertising while it initiates a connection, so both attempts fail (and would again, in
+/// step, after the same back-off).
 pub(super) async fn dial(
     shared: &Shared,
     to: [u8; 6],
@@ -187,15 +235,19 @@ pub(super) async fn dial(
 ) -> Result<Stream> {
     let attempts = shared.config.connect_attempts.max(1);
     let mut last = None;
+    let mut failures = Vec::new();
     for attempt in 0..attempts {
-        if attempt > 0 {
+        let backoff = if attempt > 0 {
             shared
                 .counters
                 .connect_retries
                 .fetch_add(1, Ordering::Relaxed);
-            let backoff = 200u64.saturating_mul(1 << attempt.min(6));
-            shared.clock.sleep(Duration::from_millis(backoff)).await;
-        }
+            200u64.saturating_mul(1 << attempt.min(6))
+        } else {
+            0
+        };
+        let wait = backoff + jitter(backoff.max(200));
+        shared.clock.sleep(Duration::from_millis(wait)).await;
         if shared.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed);
         }
@@ -206,10 +258,30 @@ pub(super) async fn dial(
             Ok(stream) => return Ok(stream),
             // Refused by a full queue or a bad answer: retrying at once does not help.
             Err(e @ (Error::Malformed { .. } | Error::TooLarge { .. })) => return Err(e),
-            Err(e) => last = Some(e),
+            Err(e) => {
+                let refused = matches!(&e, Error::Unreachable(m) if m.contains(REFUSED_BY_PEER));
+                failures.push(e.to_string());
+                last = Some(e);
+                // Refused: the peer may hold a channel of ours that it never saw closed (the
+                // channel id our kernel picks again is still "allocated" there, so every retry
+                // on this link would be refused alike), and nothing but a new link clears
+                // that. The link's other channels end with it.
+                if refused && attempt + 1 < attempts {
+                    reset_link(shared, to).await;
+                }
+            }
         }
     }
-    Err(last.unwrap_or_else(|| Error::Unreachable("no attempt made".to_string())))
+    match last {
+        // Say what each attempt met: the first failure is often the telling one.
+        Some(Error::Unreachable(_)) if failures.len() > 1 => Err(Error::Unreachable(format!(
+            "{} attempts failed: {}",
+            failures.len(),
+            failures.join("; ")
+        ))),
+        Some(e) => Err(e),
+        None => Err(Error::Unreachable("no attempt made".to_string())),
+    }
 }
 
 async fn dial_once(shared: &Shared, to: [u8; 6], psm: u16, preamble: &[u8]) -> Result<Stream> {
@@ -239,7 +311,17 @@ async fn dial_once(shared: &Shared, to: [u8; 6], psm: u16, preamble: &[u8]) -> R
     )
     .await
     .ok_or_else(|| unreachable("connecting timed out"))?
-    .map_err(|e| unreachable(&e.to_string()))?;
+    .map_err(|e| {
+        if e.kind() == std::io::ErrorKind::ConnectionRefused {
+            unreachable(&format!("{REFUSED_BY_PEER} ({e})"))
+        } else {
+            unreachable(&e.to_string())
+        }
+    })?;
+    within(shared, ms, connected(shared, &stream))
+        .await
+        .ok_or_else(|| unreachable("connecting timed out"))?
+        .map_err(|e| unreachable(&e))?;
     within(shared, ms, stream.write_all(preamble))
         .await
         .ok_or_else(|| unreachable("sending timed out"))?

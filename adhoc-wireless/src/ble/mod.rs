@@ -26,14 +26,20 @@
 //! advertised (or [`BleConfig::psm`] when fixed and not yet heard), framed as the LAN link's
 //! ([`frame`](crate::frame)). Back-pressure is the channel's credit flow control, end to end: a
 //! writer waits while the peer grants no credits. Writes are cut to the peer's MTU (the kernel
-//! sends each as an SDU in MPS-sized PDUs); [`BleConfig::mtu`] is the SDU size we accept. A
-//! closed channel drops what the kernel has not sent yet, so end a conversation with an
-//! acknowledgement from the peer (a request and its response do; the plugin's own messages and
-//! advert reads wait for the asking side to close first). Dialling retries a failed attempt
-//! ([`BleConfig::connect_attempts`], with a doubling back-off): a phone-class radio is often busy
-//! or between advertisements. The scan restarts after a back-off when it fails or ends
-//! (bluetoothd restarted, adapter powered off), and a failed advertisement registration is
-//! retried.
+//! sends each as an SDU in MPS-sized PDUs); [`BleConfig::mtu`] is the SDU size we accept. A closed
+//! channel drops what the kernel has not sent yet, so end a conversation with an acknowledgement
+//! from the peer (a request and its response do; the plugin's own messages and advert reads wait
+//! for the asking side to close first). Dialling waits a random moment (up to 200 ms) before each
+//! attempt — two devices that hear each other at once would otherwise dial each other at once, and
+//! a controller stops advertising while it initiates, so both would fail — and retries a failed
+//! attempt ([`BleConfig::connect_attempts`], with a doubling back-off): a phone-class radio is
+//! often busy or between advertisements. A failed advert read is tried again after
+//! [`BleConfig::fetch_backoff_ms`] while the address is still heard (some controllers report an
+//! advertiser only once), and an address that comes to advertise another peer loses the one before
+//! at once. A channel counts as open once the kernel reports its send MTU (`connect` can return
+//! before the peer answered); one the peer refuses is tried again on a new link. The scan restarts
+//! after a back-off when it fails or ends (bluetoothd restarted, adapter powered off), and a failed
+//! advertisement registration is retried.
 //!
 //! # Privacy
 //!

@@ -85,6 +85,13 @@ async fn scan_once(shared: &Arc<Shared>) -> Result<()> {
         Error::io(what.to_string(), std::io::Error::other(e.to_string()))
     };
     let adapter = find_adapter(&shared.config.adapter).await?;
+    // Devices bluetoothd knows already: the event stream opens with a DeviceDiscovered for
+    // each (with whatever they advertised last, maybe long ago), which is not a hearing.
+    let mut cached: std::collections::HashSet<PeripheralId> = adapter
+        .peripherals()
+        .await
+        .map(|ps| ps.iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
     let mut events = adapter
         .events()
         .await
@@ -103,8 +110,26 @@ async fn scan_once(shared: &Arc<Shared>) -> Result<()> {
         if shared.closed.load(Ordering::SeqCst) {
             break;
         }
-        let CentralEvent::ServiceDataAdvertisement { id, service_data } = event else {
-            continue;
+        let (id, service_data) = match event {
+            CentralEvent::ServiceDataAdvertisement { id, service_data } => (id, service_data),
+            // bluetoothd announces a device it had not known with the service data among its
+            // first properties, and btleplug reports that as DeviceDiscovered without them: a
+            // controller that reports an advertiser once (when advertising or scanning
+            // starts) would otherwise go unheard until the next scan. The announcements of
+            // cached devices that open the stream are skipped (once each).
+            CentralEvent::DeviceDiscovered(id) => {
+                if cached.remove(&id) {
+                    continue;
+                }
+                let Ok(p) = adapter.peripheral(&id).await else {
+                    continue;
+                };
+                match p.properties().await {
+                    Ok(Some(props)) => (id, props.service_data),
+                    _ => continue,
+                }
+            }
+            _ => continue,
         };
         let Some(bytes) = service_data.get(&uuid) else {
             continue;
@@ -204,49 +229,105 @@ fn heard(shared: &Arc<Shared>, addr: [u8; 6], bytes: &[u8]) {
     }
 }
 
+/// How long the device with the higher address waits before reading a new advert (ms).
+const YIELD_MS: u64 = 1_000;
+
+/// Reads made for one advertisement before waiting for the next report (a failed channel, or
+/// an advert that changed while it was read).
+const READ_ROUNDS: u32 = 6;
+
 /// Reads `addr`'s advert, checks it against the tag it advertised, and feeds the table.
+///
+/// A read that fails is tried again after [`BleConfig::fetch_backoff_ms`](super::BleConfig),
+/// as is one that returns an advert other than the tag advertised now (it changed meanwhile),
+/// up to [`READ_ROUNDS`] reads, and only while the address was heard within the silence after
+/// which a peer is lost: some controllers report an advertiser once (when it starts, or when a
+/// scan starts), so waiting for the next report could mean waiting for ever.
 async fn fetch_and_observe(shared: &Arc<Shared>, addr: [u8; 6], payload: Payload) {
     let source = Address::Ble(addr);
-    let result = l2cap::fetch_advert(shared, addr, payload.psm).await;
-    let now = shared.clock.now_millis();
-    let mut observe = None;
-    {
-        let mut heard = shared.heard.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(entry) = heard.get_mut(&addr) else {
-            return;
-        };
-        entry.fetching = false;
-        match result {
-            Ok(advert) => {
-                let tag = advert_tag(&advert.encode());
-                shared.counters.adverts_read.fetch_add(1, Ordering::Relaxed);
-                // A tag that does not match is a race with a new advert (read again at the
-                // next advertisement) or a lie; either way the advert read is what the peer
-                // serves now, and the table judges it like any advert from this address.
-                entry.advert = Some((advert.clone(), tag));
-                if tag == entry.payload.tag {
-                    entry.refreshed = now;
-                    observe = Some(advert);
-                }
-            }
-            Err(e) => {
-                shared
-                    .counters
-                    .advert_reads_failed
-                    .fetch_add(1, Ordering::Relaxed);
-                entry.retry_after = now.saturating_add(shared.config.fetch_backoff_ms);
-                if e.kind() == crate::ErrorKind::PeerMisbehaved {
-                    drop(heard);
-                    shared.table.malformed(now, &source);
-                    return;
-                }
-            }
-        }
-    }
-    if let Some(advert) = observe {
+    let mut psm = payload.psm;
+    // Two devices that hear each other would read each other's advert at the same moment,
+    // each initiating a connection while the other does (a controller stops advertising while
+    // it initiates, and such crossed attempts fail or leave a half-made link). The one with the
+    // higher address lets the other go first, and then reads over the link already made.
+    if shared.local.0 > addr {
         shared
-            .table
-            .observe_advert(now, &source, Transport::Ble, source.clone(), advert);
+            .clock
+            .sleep(Duration::from_millis(
+                YIELD_MS + l2cap::jitter(YIELD_MS / 2),
+            ))
+            .await;
+    }
+    for round in 1..=READ_ROUNDS {
+        let result = l2cap::fetch_advert(shared, addr, psm).await;
+        let now = shared.clock.now_millis();
+        let mut observe = None;
+        let mut replaced = false;
+        let mut again = false;
+        {
+            let mut heard = shared.heard.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(entry) = heard.get_mut(&addr) else {
+                return;
+            };
+            let fresh = now.saturating_sub(entry.heard) < shared.config.table.lost_after_ms;
+            let more = round < READ_ROUNDS && fresh && !shared.closed.load(Ordering::SeqCst);
+            match result {
+                Ok(advert) => {
+                    let tag = advert_tag(&advert.encode());
+                    shared.counters.adverts_read.fetch_add(1, Ordering::Relaxed);
+                    // A radio address advertises one advert at a time: a new peer behind it
+                    // means the one before is no longer here (at this address).
+                    replaced = entry
+                        .advert
+                        .as_ref()
+                        .is_some_and(|(old, _)| old.peer_id() != advert.peer_id());
+                    // A tag that does not match is a race with a new advert (read again) or a
+                    // lie; either way the advert read is what the peer serves now, and the
+                    // table judges it like any advert from this address.
+                    entry.advert = Some((advert.clone(), tag));
+                    if tag == entry.payload.tag {
+                        entry.refreshed = now;
+                        observe = Some(advert);
+                    } else {
+                        again = more;
+                    }
+                }
+                Err(e) => {
+                    shared
+                        .counters
+                        .advert_reads_failed
+                        .fetch_add(1, Ordering::Relaxed);
+                    shared.set_error(format!("reading the advert of {source}: {e}"));
+                    entry.retry_after = now.saturating_add(shared.config.fetch_backoff_ms);
+                    if e.kind() == crate::ErrorKind::PeerMisbehaved {
+                        entry.fetching = false;
+                        drop(heard);
+                        shared.table.malformed(now, &source);
+                        return;
+                    }
+                    again = more;
+                }
+            }
+            // While reading again the entry stays marked, so reports heard meanwhile start no
+            // second read; the next round reads at the PSM advertised last.
+            entry.fetching = again;
+            psm = entry.payload.psm;
+        }
+        if replaced {
+            shared.table.forget(Transport::Ble, &source);
+        }
+        if let Some(advert) = observe {
+            shared
+                .table
+                .observe_advert(now, &source, Transport::Ble, source.clone(), advert);
+        }
+        if !again {
+            return;
+        }
+        shared
+            .clock
+            .sleep(Duration::from_millis(shared.config.fetch_backoff_ms))
+            .await;
     }
 }
 

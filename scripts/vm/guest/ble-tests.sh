@@ -32,7 +32,8 @@ if [ "$rc" -ne 0 ]; then
     echo "-- bluetoothd log (tail)"; tail -n 30 /tmp/bluetoothd.log
     if [ -n "${VM_OUT:-}" ]; then
         cp /tmp/hci.btsnoop /tmp/bluetoothd.log "$VM_OUT/" 2>/dev/null
-        echo "-- HCI trace and bluetoothd log copied to the run's out dir"
+        btmon -r /tmp/hci.btsnoop > "$VM_OUT/hci.txt" 2>&1
+        echo "-- HCI trace (hci.btsnoop, decoded: hci.txt) and bluetoothd log copied to the run's out dir"
     fi
     echo "-- dmesg (Bluetooth, tail)"; dmesg | grep -i -E 'bluetooth|hci|l2cap' | tail -n 20
 fi

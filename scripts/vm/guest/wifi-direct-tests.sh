@@ -16,6 +16,11 @@ set -uo pipefail
 test_bin="${1:?usage: wifi-direct-tests.sh TEST_BINARY [ARGS...]}"; shift
 logs="${THALI_WIFI_LOG_DIR:-/run/vm-out}"
 mkdir -p "$logs"
+# wpa_supplicant's debug logs are written to the guest's RAM while the test runs (megabytes
+# over the 9p share would slow the emulated machine, and P2P's timers are tight), and copied to
+# $logs at the end.
+tmplogs=/tmp/wifi-logs
+mkdir -p "$tmplogs"
 t0=$SECONDS
 
 modprobe mac80211_hwsim radios=2 || { echo "wifi-direct: cannot load mac80211_hwsim"; exit 3; }
@@ -39,10 +44,10 @@ config_methods=push_button
 p2p_no_group_iface=0
 CONF
 done
-wpa_supplicant -Dnl80211 -iwlan0 -c/tmp/p2p0.conf -dd -t > "$logs/wpa_supplicant-a.log" 2>&1 &
+wpa_supplicant -Dnl80211 -iwlan0 -c/tmp/p2p0.conf -dd -t > "$tmplogs/wpa_supplicant-a.log" 2>&1 &
 wpa_a=$!
 ip netns exec wd1 wpa_supplicant -Dnl80211 -iwlan1 -c/tmp/p2p1.conf -dd -t \
-    > "$logs/wpa_supplicant-b.log" 2>&1 &
+    > "$tmplogs/wpa_supplicant-b.log" 2>&1 &
 wpa_b=$!
 # The P2P device's control socket: p2p-dev-wlanN when the driver gives P2P its own device
 # (hwsim does), else the station interface's.
@@ -55,8 +60,8 @@ ctrl_for() {
     [ -S "/run/wpa$n/wlan$n" ] && { echo "/run/wpa$n/wlan$n"; return 0; }
     return 1
 }
-ctrl_a="$(ctrl_for 0)" || { echo "wifi-direct: wpa_supplicant A has no control socket"; tail -n 30 "$logs/wpa_supplicant-a.log"; exit 3; }
-ctrl_b="$(ctrl_for 1)" || { echo "wifi-direct: wpa_supplicant B has no control socket"; tail -n 30 "$logs/wpa_supplicant-b.log"; exit 3; }
+ctrl_a="$(ctrl_for 0)" || { echo "wifi-direct: wpa_supplicant A has no control socket"; tail -n 30 "$tmplogs/wpa_supplicant-a.log"; exit 3; }
+ctrl_b="$(ctrl_for 1)" || { echo "wifi-direct: wpa_supplicant B has no control socket"; tail -n 30 "$tmplogs/wpa_supplicant-b.log"; exit 3; }
 echo "wifi-direct: radios and wpa_supplicant up after $((SECONDS - t0)) s: A $ctrl_a, B $ctrl_b (in netns wd1)"
 
 status=0
@@ -66,6 +71,7 @@ THALI_WPA_CTRL_A="$ctrl_a" THALI_WPA_CTRL_B="$ctrl_b" THALI_WIFI_NETNS_B=wd1 THA
 kill "$wpa_a" "$wpa_b" 2>/dev/null
 wait "$wpa_a" "$wpa_b" 2>/dev/null
 dmesg > "$logs/dmesg.log" 2>/dev/null
+cp "$tmplogs"/*.log "$logs/" 2>/dev/null
 if [ "$status" -ne 0 ]; then
     for side in a b; do
         echo "---- wpa_supplicant $side: P2P / WPS events (full -dd log in $logs) ----"
