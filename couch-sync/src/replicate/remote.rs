@@ -34,6 +34,7 @@ pub struct Remote {
     timeout: Duration,
     max_response_bytes: usize,
     authorization: Option<String>,
+    session: Option<Session>,
     idle: Mutex<Vec<SendRequest<OutBody>>>,
     pub(crate) bulk_get: AtomicBool,
     keeps_encoded: Mutex<Option<bool>>,
@@ -142,6 +143,26 @@ impl Body for OutBody {
     }
 }
 
+/// Cookie authentication (`POST /_session`): the credentials, and the cookie while it is good.
+struct Session {
+    name: String,
+    password: String,
+    cookie: tokio::sync::Mutex<Option<String>>,
+}
+
+/// The `AuthSession=…` pair of a `Set-Cookie` header, if it sets one (empty values included:
+/// CouchDB clears the cookie that way).
+fn auth_session_cookie(headers: &hyper::HeaderMap) -> Option<String> {
+    headers
+        .get_all(hyper::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .map(str::trim)
+        .find(|pair| pair.starts_with("AuthSession="))
+        .map(str::to_owned)
+}
+
 /// An answer whose body is still to be read, and the connection it arrived on.
 struct Answer {
     status: StatusCode,
@@ -195,6 +216,7 @@ impl Remote {
             timeout: Duration::from_secs(60),
             max_response_bytes: 512 * 1024 * 1024,
             authorization,
+            session: None,
             idle: Mutex::new(Vec::new()),
             bulk_get: AtomicBool::new(true),
             keeps_encoded: Mutex::new(None),
@@ -208,6 +230,23 @@ impl Remote {
         self
     }
 
+    /// Logs in with `name` and `password` through the server's `_session` (CouchDB's cookie
+    /// authentication) before the first request, and sends the `AuthSession` cookie instead of
+    /// the password from then on, taking the fresh cookie a server sends as a session nears its
+    /// end. A refused cookie (the session ended) fails that request as a transport error — the
+    /// replicator retries it, and the retry logs in again; a refused login fails with the
+    /// server's 401 (wrong name or password), which stops a replication. Replaces
+    /// credentials given in the URL.
+    pub fn with_session(mut self, name: &str, password: &str) -> Remote {
+        self.authorization = None;
+        self.session = Some(Session {
+            name: name.to_owned(),
+            password: password.to_owned(),
+            cookie: tokio::sync::Mutex::new(None),
+        });
+        self
+    }
+
     /// Sets the largest answer accepted from the peer (default 512 MiB), attachments included.
     pub fn with_max_response_bytes(mut self, limit: usize) -> Remote {
         self.max_response_bytes = limit;
@@ -217,6 +256,56 @@ impl Remote {
     /// The URL without credentials (used in replication ids and logs).
     pub fn display_url(&self) -> String {
         self.url.to_string()
+    }
+
+    /// The server's root path (`/` or the path above the database, behind a proxy prefix).
+    fn server_root(&self) -> String {
+        match self.url.path().rsplit_once('/') {
+            Some((parent, _)) => format!("{parent}/"),
+            None => "/".to_owned(),
+        }
+    }
+
+    /// The session cookie, logging in first when there is none.
+    async fn session_cookie(&self, session: &Session) -> Result<String> {
+        let mut cookie = session.cookie.lock().await;
+        if let Some(c) = cookie.as_ref() {
+            return Ok(c.clone());
+        }
+        let uri = format!("{}_session", self.server_root());
+        let body = serde_json::json!({"name": session.name, "password": session.password});
+        let progress = AtomicU64::new(0);
+        let work = async {
+            let mut answer = self
+                .send(
+                    Method::POST,
+                    &uri,
+                    "application/json",
+                    Some("application/json"),
+                    OutBody::full(body.to_string().into_bytes()),
+                    None,
+                )
+                .await?;
+            let reply = self.read_all(&mut answer, &progress, &uri).await?;
+            Ok((answer, reply))
+        };
+        let (answer, reply) = self.watched(&progress, Duration::ZERO, &uri, work).await?;
+        let status = answer.status;
+        let set = auth_session_cookie(&answer.headers);
+        self.release(answer.sender);
+        if status != StatusCode::OK {
+            return Err(peer_error(status, &reply));
+        }
+        let got = set
+            .filter(|c| c.len() > "AuthSession=".len())
+            .ok_or_else(|| {
+                Error::PeerMisbehaved(format!(
+                    "{} accepted the login at {uri} but set no AuthSession cookie",
+                    self.display_url()
+                ))
+            })?;
+        *cookie = Some(got.clone());
+        Ok(got)
     }
 
     fn port(&self) -> u16 {
@@ -286,7 +375,8 @@ impl Remote {
         }
     }
 
-    /// Sends a request (to `uri`, an absolute path) and waits for the answer's head.
+    /// Sends a request (to `uri`, an absolute path) with this remote's credentials and waits
+    /// for the answer's head.
     async fn start(
         &self,
         method: Method,
@@ -294,6 +384,55 @@ impl Remote {
         accept: &str,
         content_type: Option<&str>,
         body: OutBody,
+    ) -> Result<Answer> {
+        let Some(session) = &self.session else {
+            let auth = self
+                .authorization
+                .as_ref()
+                .map(|a| (hyper::header::AUTHORIZATION, a.clone()));
+            return self
+                .send(method, uri, accept, content_type, body, auth)
+                .await;
+        };
+        let cookie = self.session_cookie(session).await?;
+        let answer = self
+            .send(
+                method,
+                uri,
+                accept,
+                content_type,
+                body,
+                Some((hyper::header::COOKIE, cookie.clone())),
+            )
+            .await?;
+        let fresh = auth_session_cookie(&answer.headers);
+        let mut current = session.cookie.lock().await;
+        if answer.status == StatusCode::UNAUTHORIZED {
+            // The session ended (or was revoked): log in again on the next request.
+            if current.as_deref() == Some(cookie.as_str()) {
+                *current = None;
+            }
+            return Err(transport(format!(
+                "{} refused the session cookie for {uri} (the session ended); logging in again",
+                self.display_url()
+            )));
+        }
+        if let Some(fresh) = fresh.filter(|c| c.len() > "AuthSession=".len()) {
+            *current = Some(fresh);
+        }
+        Ok(answer)
+    }
+
+    /// Sends a request with the credential header given (if any) and waits for the answer's
+    /// head.
+    async fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        accept: &str,
+        content_type: Option<&str>,
+        body: OutBody,
+        credential: Option<(hyper::header::HeaderName, String)>,
     ) -> Result<Answer> {
         let host = match self.url.port() {
             Some(p) => format!("{}:{p}", self.url.host_str().unwrap_or_default()),
@@ -308,8 +447,8 @@ impl Remote {
         if let Some(ct) = content_type {
             builder = builder.header(hyper::header::CONTENT_TYPE, ct);
         }
-        if let Some(auth) = &self.authorization {
-            builder = builder.header(hyper::header::AUTHORIZATION, auth);
+        if let Some((name, value)) = credential {
+            builder = builder.header(name, value);
         }
         let request = builder
             .body(body)
@@ -440,11 +579,7 @@ impl Remote {
         if let Some(known) = self.keeps_encoded.lock().ok().and_then(|k| *k) {
             return Ok(known);
         }
-        let path = self.url.path();
-        let root = match path.rsplit_once('/') {
-            Some((parent, _)) => format!("{parent}/"),
-            None => "/".to_owned(),
-        };
+        let root = self.server_root();
         let (status, reply) = self
             .exchange(
                 Method::GET,
