@@ -19,6 +19,10 @@
 //!
 //! [quotas]                           # optional per-database limits, in bytes
 //! photos = 1073741824
+//!
+//! [[cloud]]                          # optional cloud peers (see the `cloud` module)
+//! name = "backup"
+//! url = "https://couch.example.com:6984/"
 //! ```
 
 use std::collections::BTreeMap;
@@ -51,6 +55,9 @@ pub struct Config {
     /// Per-database size limits in bytes.
     #[serde(default)]
     pub quotas: BTreeMap<String, u64>,
+    /// Cloud peers (stock CouchDB servers) to replicate with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cloud: Vec<crate::cloud::CloudPeer>,
 }
 
 fn default_name() -> String {
@@ -69,6 +76,7 @@ impl Default for Config {
             advertise: Vec::new(),
             local_only: Vec::new(),
             quotas: BTreeMap::new(),
+            cloud: Vec::new(),
         }
     }
 }
@@ -149,11 +157,28 @@ impl Layout {
         if let Some(addr) = listen {
             config.listen = addr;
         }
+        for peer in &config.cloud {
+            peer.validate()
+                .with_context(|| format!("{}: a [[cloud]] entry", path.display()))?;
+        }
         Ok(config)
+    }
+
+    /// The cloud peers `hub.toml` lists now (a running hub reads them again every pass).
+    pub fn cloud_peers(&self) -> Result<Vec<crate::cloud::CloudPeer>> {
+        Ok(self.load_config(None)?.cloud)
+    }
+
+    /// Rewrites `hub.toml` with `config` (0600, atomically; comments are not kept).
+    pub fn save_config(&self, config: &Config) -> Result<()> {
+        let text = toml::to_string_pretty(config)?;
+        public_key_identity::keystore::write_atomic(&self.config_file(), text.as_bytes(), 0o600)
+            .with_context(|| format!("writing {}", self.config_file().display()))
     }
 }
 
-fn create_private_dir(dir: &Path) -> Result<()> {
+/// Creates `dir` (and its parents) with mode 0700.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::DirBuilderExt;

@@ -17,6 +17,12 @@ pub const POLICY_DB: &str = "hub-policy";
 /// The system database holding identity cards (own, devices', friends'); friends may read it.
 pub const DIRECTORY_DB: &str = "hub-directory";
 
+/// The hub's own databases (its policy and directory): never replicated with a cloud peer (a
+/// cloud operator could read who the person trusts, and a pulled policy would let it grant).
+pub fn is_internal_db(db: &str) -> bool {
+    db == POLICY_DB || db == DIRECTORY_DB
+}
+
 /// Milliseconds since the epoch (the hub is the one crate that reads the wall clock).
 #[allow(clippy::disallowed_methods)]
 pub fn now_millis() -> u64 {
@@ -37,6 +43,8 @@ pub fn random_token() -> String {
 pub struct Hub {
     /// Settings.
     pub config: Config,
+    /// The data directory.
+    pub layout: Layout,
     /// The device's identity (Ed25519): what peers and apps pin.
     pub device: Arc<Identity>,
     /// The P-256 identity browsers see (named in the card's aliases).
@@ -73,6 +81,7 @@ impl Hub {
         let owner = device.key_id();
         let hub = Arc::new(Hub {
             config,
+            layout: layout.clone(),
             device: Arc::new(device),
             browser: Arc::new(browser),
             store,

@@ -7,6 +7,7 @@
 mod api;
 mod authz;
 mod client;
+mod cloud;
 mod config;
 mod hub;
 mod listener;
@@ -111,6 +112,54 @@ enum Command {
     },
     /// Peers, replication and databases.
     Status,
+    /// Cloud peers: stock CouchDB servers to replicate chosen databases with.
+    Cloud {
+        #[command(subcommand)]
+        command: CloudCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CloudCommand {
+    /// Add (or replace) a cloud peer; a running hub starts replicating with it within seconds.
+    Add {
+        /// A short name (letters, digits, '-', '_').
+        name: String,
+        /// The server's root URL, `https://HOST[:PORT]/`.
+        url: String,
+        /// A database to replicate (repeatable); none: every database the hub replicates.
+        #[arg(long = "db")]
+        databases: Vec<String>,
+        /// Only push to the cloud.
+        #[arg(long, conflicts_with = "pull")]
+        push: bool,
+        /// Only pull from the cloud.
+        #[arg(long)]
+        pull: bool,
+        /// Run once every SECS seconds instead of continuously.
+        #[arg(long, value_name = "SECS")]
+        every: Option<u64>,
+        /// The user name (HTTP basic authentication, or the `_session` login with --cookie).
+        #[arg(long)]
+        user: Option<String>,
+        /// A file holding the password (its first line); kept in DATA/cloud/NAME.secret (0600).
+        #[arg(long, requires = "user")]
+        password_file: Option<PathBuf>,
+        /// Log in through `_session` and send the cookie (CouchDB's cookie authentication).
+        #[arg(long, requires = "user")]
+        cookie: bool,
+        /// Accept only the server key with this pin (base64 SHA-256 of its
+        /// SubjectPublicKeyInfo) instead of the web PKI.
+        #[arg(long)]
+        pin: Option<String>,
+    },
+    /// List the cloud peers.
+    List,
+    /// Remove a cloud peer (and its stored password).
+    Remove {
+        /// Its name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -255,7 +304,110 @@ async fn run(cli: Cli) -> Result<()> {
             print_status(&s);
             Ok(())
         }
+        Command::Cloud { command } => cloud_command(&layout, command),
     }
+}
+
+fn cloud_command(layout: &Layout, command: CloudCommand) -> Result<()> {
+    use cloud::{CloudAuth, CloudDirection, CloudPeer};
+    let mut config = layout.load_config(None)?;
+    match command {
+        CloudCommand::Add {
+            name,
+            url,
+            databases,
+            push,
+            pull,
+            every,
+            user,
+            password_file,
+            cookie,
+            pin,
+        } => {
+            if let Some(db) = databases.iter().find(|db| hub::is_internal_db(db)) {
+                anyhow::bail!("{db} is the hub's own database: it is never replicated to a cloud");
+            }
+            let auth = match (&user, cookie) {
+                (None, _) => CloudAuth::None,
+                (Some(_), false) => CloudAuth::Basic,
+                (Some(_), true) => CloudAuth::Cookie,
+            };
+            let peer = CloudPeer {
+                name: name.clone(),
+                url,
+                databases,
+                direction: match (push, pull) {
+                    (true, _) => CloudDirection::Push,
+                    (_, true) => CloudDirection::Pull,
+                    _ => CloudDirection::Both,
+                },
+                every_secs: every.unwrap_or(0),
+                auth,
+                user,
+                pin_sha256: pin,
+            };
+            peer.validate()?;
+            if auth != CloudAuth::None {
+                let Some(file) = password_file else {
+                    anyhow::bail!(
+                        "--user needs --password-file (the password is not taken on the command line)"
+                    );
+                };
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                let password = text.lines().next().unwrap_or_default();
+                if password.is_empty() {
+                    anyhow::bail!("{} holds no password", file.display());
+                }
+                cloud::store_secret(layout, &name, password)?;
+            }
+            config.cloud.retain(|c| c.name != name);
+            config.cloud.push(peer);
+            layout.save_config(&config)?;
+            println!("cloud peer {name} added");
+        }
+        CloudCommand::List => {
+            for c in &config.cloud {
+                let dbs = if c.databases.is_empty() {
+                    "every database".to_owned()
+                } else {
+                    c.databases.join(", ")
+                };
+                let when = if c.every_secs == 0 {
+                    "continuously".to_owned()
+                } else {
+                    format!("every {} s", c.every_secs)
+                };
+                println!(
+                    "{}\t{}\t{:?} {dbs} {when}, auth {:?}{}",
+                    c.name,
+                    c.url,
+                    c.direction,
+                    c.auth,
+                    if c.pin_sha256.is_some() {
+                        ", pinned key"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        CloudCommand::Remove { name } => {
+            let before = config.cloud.len();
+            config.cloud.retain(|c| c.name != name);
+            if config.cloud.len() == before {
+                anyhow::bail!("no cloud peer named {name}");
+            }
+            layout.save_config(&config)?;
+            let secret = cloud::secret_path(layout, &name);
+            if secret.exists() {
+                std::fs::remove_file(&secret)
+                    .with_context(|| format!("removing {}", secret.display()))?;
+            }
+            println!("cloud peer {name} removed");
+        }
+    }
+    Ok(())
 }
 
 /// The device identity, loaded (or created) from the data directory.

@@ -4,6 +4,10 @@
 //! reconcile pass every few seconds: starts what should run, stops what should not (a revoked
 //! peer, a database no longer listed), restarts what failed after a pause. Each replication
 //! retries transient failures itself (backoff with jitter) and resumes from its checkpoints.
+//!
+//! Cloud peers (`[[cloud]]` in `hub.toml`, read again every pass: see [`crate::cloud`]) are
+//! replicated the same way, with the databases and direction each names; one with
+//! `every_secs` runs once that often instead of continuously.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -39,9 +43,34 @@ pub enum Direction {
     Pull,
 }
 
+/// Who a replication runs with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum PeerRef {
+    /// One of the person's devices, or a friend.
+    Hub(KeyId),
+    /// A cloud peer, by name.
+    Cloud(String),
+}
+
+impl std::fmt::Display for PeerRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerRef::Hub(key) => write!(f, "{key}"),
+            PeerRef::Cloud(name) => write!(f, "cloud:{name}"),
+        }
+    }
+}
+
+/// How to reach a job's peer.
+#[derive(Debug, Clone)]
+enum Target {
+    Hub(HttpKeyUrl),
+    Cloud(crate::cloud::CloudPeer),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct Job {
-    peer: KeyId,
+    peer: PeerRef,
     local: String,
     remote: String,
     direction: Direction,
@@ -98,10 +127,13 @@ impl Manager {
                 let stopped = r.outcome.lock().ok().and_then(|o| o.clone());
                 Row {
                     peer: job.peer.to_string(),
-                    name: hub
-                        .card_of(&job.peer)
-                        .map(|c| c.name().to_owned())
-                        .unwrap_or_default(),
+                    name: match &job.peer {
+                        PeerRef::Hub(key) => hub
+                            .card_of(key)
+                            .map(|c| c.name().to_owned())
+                            .unwrap_or_default(),
+                        PeerRef::Cloud(name) => name.clone(),
+                    },
                     db: job.local.clone(),
                     remote_db: job.remote.clone(),
                     direction: job.direction,
@@ -212,7 +244,7 @@ async fn friend_databases(hub: &Hub, friend: KeyId, url: &HttpKeyUrl) -> Vec<Str
     dbs
 }
 
-async fn desired(hub: &Hub) -> BTreeMap<Job, HttpKeyUrl> {
+async fn desired(hub: &Hub) -> BTreeMap<Job, Target> {
     let mut jobs = BTreeMap::new();
     let local_dbs = hub.store.all_dbs().unwrap_or_default();
     for peer in members(hub, "me") {
@@ -229,12 +261,12 @@ async fn desired(hub: &Hub) -> BTreeMap<Job, HttpKeyUrl> {
             for direction in [Direction::Push, Direction::Pull] {
                 jobs.insert(
                     Job {
-                        peer,
+                        peer: PeerRef::Hub(peer),
                         local: db.clone(),
                         remote: db.clone(),
                         direction,
                     },
-                    url.clone(),
+                    Target::Hub(url.clone()),
                 );
             }
         }
@@ -253,13 +285,52 @@ async fn desired(hub: &Hub) -> BTreeMap<Job, HttpKeyUrl> {
             let local = friend_db_name(&friend, &db);
             jobs.insert(
                 Job {
-                    peer: friend,
+                    peer: PeerRef::Hub(friend),
                     local,
                     remote: db,
                     direction: Direction::Pull,
                 },
-                url.clone(),
+                Target::Hub(url.clone()),
             );
+        }
+    }
+    let clouds = match hub.layout.cloud_peers() {
+        Ok(clouds) => clouds,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "hub.toml: cloud peers not read");
+            Vec::new()
+        }
+    };
+    for cloud in clouds {
+        let dbs: Vec<String> = if cloud.databases.is_empty() {
+            local_dbs
+                .iter()
+                .filter(|db| !hub.config.local_only.contains(db) && !db.starts_with("from-"))
+                .cloned()
+                .collect()
+        } else {
+            cloud.databases.clone()
+        };
+        let directions: &[Direction] = match cloud.direction {
+            crate::cloud::CloudDirection::Push => &[Direction::Push],
+            crate::cloud::CloudDirection::Pull => &[Direction::Pull],
+            crate::cloud::CloudDirection::Both => &[Direction::Push, Direction::Pull],
+        };
+        for db in dbs {
+            if crate::hub::is_internal_db(&db) {
+                continue;
+            }
+            for direction in directions {
+                jobs.insert(
+                    Job {
+                        peer: PeerRef::Cloud(cloud.name.clone()),
+                        local: db.clone(),
+                        remote: db.clone(),
+                        direction: *direction,
+                    },
+                    Target::Cloud(cloud.clone()),
+                );
+            }
         }
     }
     jobs
@@ -286,20 +357,26 @@ async fn reconcile(hub: &Arc<Hub>) {
             tracing::info!(peer = %job.peer, db = job.local, direction = ?job.direction, "replication stopped: no longer wanted");
         }
     }
-    for (job, url) in wanted {
+    for (job, target) in wanted {
         if let Some(r) = running.get(&job) {
+            // A scheduled cloud peer runs again after its period, everything else after a
+            // pause once it stopped.
+            let after = match &target {
+                Target::Cloud(c) if c.every_secs > 0 => c.every_secs.saturating_mul(1000),
+                _ => RESTART_AFTER_MS,
+            };
             let restart = r
                 .outcome
                 .lock()
                 .ok()
                 .and_then(|o| o.clone())
-                .is_some_and(|(at, _)| now.saturating_sub(at) > RESTART_AFTER_MS);
+                .is_some_and(|(at, _)| now.saturating_sub(at) > after);
             if !restart {
                 continue;
             }
             running.remove(&job);
         }
-        match start(hub, &job, &url) {
+        match start(hub, &job, &target) {
             Ok(r) => {
                 running.insert(job, r);
             }
@@ -310,18 +387,24 @@ async fn reconcile(hub: &Arc<Hub>) {
     }
 }
 
-fn start(hub: &Arc<Hub>, job: &Job, url: &HttpKeyUrl) -> anyhow::Result<Running> {
+fn start(hub: &Arc<Hub>, job: &Job, target: &Target) -> anyhow::Result<Running> {
     if job.direction == Direction::Pull && !hub.store.exists(&job.local) {
         hub.store.create_db(&job.local)?;
     }
     let local = Endpoint::Local(hub.store.db(&job.local)?);
-    let peer = remote(hub, url, &job.remote)?;
+    let (peer, continuous) = match target {
+        Target::Hub(url) => (remote(hub, url, &job.remote)?, true),
+        Target::Cloud(cloud) => (
+            crate::cloud::remote(&hub.layout, cloud, &job.remote)?,
+            cloud.every_secs == 0,
+        ),
+    };
     let (source, target) = match job.direction {
         Direction::Push => (local, peer),
         Direction::Pull => (peer, local),
     };
     let options = ReplicationOptions {
-        continuous: true,
+        continuous,
         create_target: job.direction == Direction::Push,
         retry: RetryPolicy {
             initial: Duration::from_millis(500),

@@ -79,25 +79,44 @@ impl PinnedTls {
 
 impl Connector for PinnedTls {
     fn connect(&self, scheme: &str, host: &str, port: u16) -> Connecting {
-        let config = self.config.clone();
-        let scheme = scheme.to_owned();
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        Box::pin(async move {
-            if scheme != "https" {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::Unsupported,
-                    "hubs speak https only",
-                ));
-            }
-            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
-            let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(server_name(&host), tcp)
-                .await?;
-            Ok(Box::new(tls) as BoxStream)
-        })
+        dial_tls(
+            self.config.clone(),
+            scheme,
+            host,
+            port,
+            "hubs speak https only",
+            |h| Ok(server_name(h)),
+        )
     }
+}
+
+/// TCP to `host:port`, then a TLS handshake with `config` for the server name `name` makes of
+/// the host (IPv6 brackets removed); `https` only, else fails with `refusal`.
+pub fn dial_tls(
+    config: Arc<rustls::ClientConfig>,
+    scheme: &str,
+    host: &str,
+    port: u16,
+    refusal: &'static str,
+    name: impl FnOnce(&str) -> std::io::Result<rustls_pki_types::ServerName<'static>> + Send + 'static,
+) -> Connecting {
+    let https = scheme == "https";
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    Box::pin(async move {
+        if !https {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                refusal,
+            ));
+        }
+        let name = name(&host)?;
+        let tcp = couch_sync::replicate::tcp_dial(&host, port).await?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await?;
+        Ok(Box::new(tls) as BoxStream)
+    })
 }

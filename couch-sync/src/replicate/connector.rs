@@ -24,6 +24,15 @@ pub trait Connector: Send + Sync + 'static {
     fn connect(&self, scheme: &str, host: &str, port: u16) -> Connecting;
 }
 
+/// A TCP connection to `host:port` (an IPv6 literal may keep its brackets), with Nagle off —
+/// the first step of every connector that runs over TCP.
+pub async fn tcp_dial(host: &str, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+    tcp.set_nodelay(true)?;
+    Ok(tcp)
+}
+
 /// Plain TCP for `http://` URLs; refuses every other scheme (TLS is the caller's connector's job).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TcpConnector;
@@ -31,10 +40,7 @@ pub struct TcpConnector;
 impl Connector for TcpConnector {
     fn connect(&self, scheme: &str, host: &str, port: u16) -> Connecting {
         let scheme = scheme.to_owned();
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
+        let host = host.to_owned();
         Box::pin(async move {
             if scheme != "http" {
                 return Err(std::io::Error::new(
@@ -44,9 +50,7 @@ impl Connector for TcpConnector {
                     ),
                 ));
             }
-            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
-            Ok(Box::new(tcp) as BoxStream)
+            Ok(Box::new(tcp_dial(&host, port).await?) as BoxStream)
         })
     }
 }

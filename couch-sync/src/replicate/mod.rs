@@ -69,7 +69,7 @@ mod remote;
 mod replication;
 
 pub use crate::clock::{Clock, SimulatedClock, Sleep, TokioClock};
-pub use connector::{BoxStream, Connecting, Connector, Stream, TcpConnector};
+pub use connector::{BoxStream, Connecting, Connector, Stream, TcpConnector, tcp_dial};
 pub use endpoint::Endpoint;
 pub use remote::Remote;
 pub use replication::{

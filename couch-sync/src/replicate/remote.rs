@@ -230,6 +230,17 @@ impl Remote {
         self
     }
 
+    /// Sends `name` and `password` as HTTP basic authentication with every request (replaces
+    /// credentials given in the URL, and a session).
+    pub fn with_basic_auth(mut self, name: &str, password: &str) -> Remote {
+        self.session = None;
+        self.authorization = Some(format!(
+            "Basic {}",
+            data_encoding::BASE64.encode(format!("{name}:{password}").as_bytes())
+        ));
+        self
+    }
+
     /// Logs in with `name` and `password` through the server's `_session` (CouchDB's cookie
     /// authentication) before the first request, and sends the `AuthSession` cookie instead of
     /// the password from then on, taking the fresh cookie a server sends as a session nears its
