@@ -298,10 +298,12 @@ fn malformed_records_and_a_flood_leave_the_table_bounded() {
     all_find_each_other(&mut [&mut p1, &mut p2], t1);
 
     // Until both have seen the malformed records and banned the flooder: the table stays
-    // bounded all along (the real peer plus at most 16 vouched for by the flooder).
+    // bounded all along (the real peer plus at most 16 vouched for by the flooder). The ban
+    // comes after 100 adverts over the flooder's rate, which arrive with the peers' periodic
+    // browses: on a loaded machine they come slower (67 in 20 s was seen), so allow a minute.
     let per_source = adhoc_wireless::TableConfig::default().max_peers_per_source as u64;
     for p in [&mut p1, &mut p2] {
-        let until = lab.now() + 20_000;
+        let until = lab.now() + 60_000;
         loop {
             let s = p.stats();
             assert!(stat(&s, "peers") <= 1 + per_source, "{}: {s:?}", p.label);
