@@ -99,6 +99,11 @@ pub struct BleConfig {
     pub table: TableConfig,
     /// A peer is fed to the table at most this often (default 1 s).
     pub refresh_ms: u64,
+    /// The scan is stopped and started again this often (default 10 s; 0: never): a controller
+    /// reports what it hears anew when a scan starts, and some (BlueZ's emulated ones) report an
+    /// advertiser only then or when it starts advertising — so a report missed once is heard
+    /// again, and a live peer is heard at least this often.
+    pub scan_restart_ms: u64,
     /// Attempts to open a channel before giving up (default 3).
     pub connect_attempts: u32,
     /// How long connecting, a handshake or an answer may take (default 10 s).
@@ -123,6 +128,7 @@ impl BleConfig {
             advertising_interval_ms: 100,
             table: TableConfig::default(),
             refresh_ms: 1_000,
+            scan_restart_ms: 10_000,
             connect_attempts: 3,
             handshake_timeout_ms: 10_000,
             max_concurrent_reads: 4,

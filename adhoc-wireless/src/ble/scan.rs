@@ -106,7 +106,25 @@ async fn scan_once(shared: &Arc<Shared>) -> Result<()> {
     shared.scanning.store(true, Ordering::SeqCst);
     shared.scanner.lock().await.0 = Some(adapter.clone());
     let mut addresses: HashMap<PeripheralId, [u8; 6]> = HashMap::new();
-    while let Some(event) = events.next().await {
+    let restart_every = shared.config.scan_restart_ms;
+    let mut restart_at = shared.clock.now_millis().saturating_add(restart_every);
+    loop {
+        let next = if restart_every == 0 {
+            events.next().await
+        } else {
+            let wait = restart_at.saturating_sub(shared.clock.now_millis());
+            tokio::select! {
+                event = events.next() => event,
+                () = shared.clock.sleep(Duration::from_millis(wait)) => {
+                    restart(shared).await;
+                    restart_at = shared.clock.now_millis().saturating_add(restart_every);
+                    continue;
+                }
+            }
+        };
+        let Some(event) = next else {
+            break;
+        };
         if shared.closed.load(Ordering::SeqCst) {
             break;
         }
@@ -328,6 +346,18 @@ async fn fetch_and_observe(shared: &Arc<Shared>, addr: [u8; 6], payload: Payload
             .clock
             .sleep(Duration::from_millis(shared.config.fetch_backoff_ms))
             .await;
+    }
+}
+
+/// Stops and starts the scan (unless a dial has paused it): a controller reports what it
+/// hears anew when a scan starts, and some report an advertiser only then.
+async fn restart(shared: &Shared) {
+    let guard = shared.scanner.lock().await;
+    if guard.1 == 0 {
+        if let Some(adapter) = &guard.0 {
+            let _ = adapter.stop_scan().await;
+            let _ = adapter.start_scan(ScanFilter::default()).await;
+        }
     }
 }
 
