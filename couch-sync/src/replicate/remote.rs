@@ -150,8 +150,8 @@ struct Session {
     cookie: tokio::sync::Mutex<Option<String>>,
 }
 
-/// The `AuthSession=…` pair of a `Set-Cookie` header, if it sets one (empty values included:
-/// CouchDB clears the cookie that way).
+/// The `AuthSession=…` pair of a `Set-Cookie` header, if it sets one with a value (an empty
+/// value is how CouchDB clears the cookie: not a session to send).
 fn auth_session_cookie(headers: &hyper::HeaderMap) -> Option<String> {
     headers
         .get_all(hyper::header::SET_COOKIE)
@@ -159,7 +159,7 @@ fn auth_session_cookie(headers: &hyper::HeaderMap) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .filter_map(|v| v.split(';').next())
         .map(str::trim)
-        .find(|pair| pair.starts_with("AuthSession="))
+        .find(|pair| pair.starts_with("AuthSession=") && pair.len() > "AuthSession=".len())
         .map(str::to_owned)
 }
 
@@ -307,14 +307,12 @@ impl Remote {
         if status != StatusCode::OK {
             return Err(peer_error(status, &reply));
         }
-        let got = set
-            .filter(|c| c.len() > "AuthSession=".len())
-            .ok_or_else(|| {
-                Error::PeerMisbehaved(format!(
-                    "{} accepted the login at {uri} but set no AuthSession cookie",
-                    self.display_url()
-                ))
-            })?;
+        let got = set.ok_or_else(|| {
+            Error::PeerMisbehaved(format!(
+                "{} accepted the login at {uri} but set no AuthSession cookie",
+                self.display_url()
+            ))
+        })?;
         *cookie = Some(got.clone());
         Ok(got)
     }
@@ -428,7 +426,7 @@ impl Remote {
                 self.display_url()
             )));
         }
-        if let Some(fresh) = fresh.filter(|c| c.len() > "AuthSession=".len()) {
+        if let Some(fresh) = fresh {
             *current = Some(fresh);
         }
         Ok(answer)
