@@ -645,7 +645,7 @@ fn reading(id: &str, rev: &str, e: Error) -> Error {
 }
 
 /// A local revision with the content that follows it, spooled as stored.
-fn from_local(db: &Database, doc: Doc, tmp: &Path) -> Result<Fetched> {
+pub(crate) fn from_local(db: &Database, doc: Doc, tmp: &Path) -> Result<Fetched> {
     let mut contents = Vec::with_capacity(doc.follows.len());
     for att in &doc.follows {
         contents.push(Content {

@@ -61,6 +61,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "backup")]
+pub mod backup;
 mod connector;
 mod endpoint;
 mod fetched;

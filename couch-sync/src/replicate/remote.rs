@@ -564,6 +564,26 @@ impl Remote {
         .await
     }
 
+    /// Sends `body` as `content_type` (an attachment's raw bytes); `path` as in [`Remote::request`].
+    #[cfg(feature = "backup")]
+    pub(crate) async fn request_typed(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, Bytes)> {
+        let uri = format!("{}{}", self.url.path(), path);
+        self.exchange(
+            method,
+            uri,
+            Some(content_type),
+            OutBody::full(body),
+            Duration::ZERO,
+        )
+        .await
+    }
+
     pub(crate) async fn json(
         &self,
         method: Method,
