@@ -111,6 +111,24 @@ fn seed(db: &Database) {
     .unwrap();
     db.put_attachment("withatt", Some(rev), "b.png", binary)
         .unwrap();
+    // Larger than a sealed bundle sent inline: it goes alone, as raw bytes.
+    let mut x = 0x9e37_79b9_u32;
+    let noise: Vec<u8> = (0..1_500_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let big = couch_sync::PreparedAttachment::from_bytes(
+        "application/octet-stream",
+        &noise,
+        true,
+        &std::env::temp_dir(),
+    )
+    .unwrap();
+    db.put_attachment("big", None, "noise.bin", big).unwrap();
 }
 
 /// Every leaf of every document (deleted ones too), with its `_revisions` and attachments
@@ -164,10 +182,10 @@ async fn backup_is_sealed_incremental_and_restores_exactly() {
 
     let first = b.run(&db, |_, _| {}).await.unwrap();
     assert_eq!(
-        first.docs, 33,
-        "30 notes, the conflicted, the deleted, the attached"
+        first.docs, 34,
+        "30 notes, the conflicted, the deleted, the attached, the big one"
     );
-    assert!(first.bytes > 1000);
+    assert!(first.bytes > 1_500_000);
     let again = b.run(&db, |_, _| {}).await.unwrap();
     assert_eq!(again.docs, 0, "nothing changed: nothing sent");
     put(&db, "note-31", json!({"late": true}));
@@ -204,8 +222,8 @@ async fn backup_is_sealed_incremental_and_restores_exactly() {
     // With compressible content it would show deflated too: the cloud copy is the sealed one.
     assert_eq!(
         cloud.info().unwrap().doc_count,
-        35,
-        "34 documents and the manifest"
+        36,
+        "35 documents and the manifest"
     );
 
     // Restore into a fresh store: every leaf, path and attachment, exactly.
@@ -213,7 +231,7 @@ async fn backup_is_sealed_incremental_and_restores_exactly() {
     let r = backup(&server, &secret, dir2.path());
     let report = r.restore(&store2, |_| {}).await.unwrap();
     assert_eq!(report.databases, vec!["journal".to_owned()]);
-    assert_eq!(report.docs, 34);
+    assert_eq!(report.docs, 35);
     assert!(report.tampered.is_empty());
     let restored = store2.db("journal").unwrap();
     assert_eq!(full_state(&restored), full_state(&db));
@@ -254,7 +272,7 @@ async fn backup_is_sealed_incremental_and_restores_exactly() {
     let t = backup(&server, &secret, dir4.path());
     let report = t.restore(&store4, |_| {}).await.unwrap();
     assert_eq!(report.tampered, vec![victim.clone()]);
-    assert_eq!(report.docs, 33);
+    assert_eq!(report.docs, 34);
     assert_eq!(
         store4.db("journal").unwrap().info().unwrap().doc_count,
         db.info().unwrap().doc_count - 1

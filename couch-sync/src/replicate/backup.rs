@@ -62,7 +62,7 @@ const FORMAT: u8 = 1;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 /// Change rows read per page.
-const PAGE: u64 = 100;
+const PAGE: u64 = 250;
 /// A batch is uploaded once it holds this many sealed bytes (memory stays bounded).
 const BATCH_BYTES: usize = 8 << 20;
 /// Sealed bundles up to this size go inline in `_bulk_docs`; larger ones alone, as raw bytes.
@@ -71,6 +71,8 @@ const INLINE_BYTES: usize = 1 << 20;
 const MAX_BUNDLE_BYTES: u64 = 1 << 30;
 /// Cloud documents read per `_all_docs` page while restoring.
 const RESTORE_PAGE: usize = 200;
+/// Sealed bytes one restore read asks for at most (a larger document is read alone).
+const FETCH_BYTES: u64 = 16 << 20;
 /// The manifest's cloud id.
 const MANIFEST: &str = "manifest";
 /// The attachment holding a sealed bundle.
@@ -509,14 +511,22 @@ impl Backup {
 
     /// Uploads sealed bundles: the small ones in one `_bulk_docs`, the large ones alone. A
     /// conflict (the cloud document changed meanwhile) is retried with its new revision.
-    async fn upload(&self, batch: Vec<(String, Vec<u8>)>) -> Result<()> {
+    ///
+    /// `fresh`: the documents are most likely not on the server yet (the first run of an
+    /// epoch), so the first attempt skips asking for their revisions; one that is there after
+    /// all conflicts and is retried with its revision.
+    async fn upload(&self, batch: Vec<Sealed>, fresh: bool) -> Result<()> {
         let mut pending = batch;
-        for _attempt in 0..3 {
+        for attempt in 0..4 {
             if pending.is_empty() {
                 return Ok(());
             }
-            let ids: Vec<String> = pending.iter().map(|(id, _)| id.clone()).collect();
-            let revs = self.cloud_revs(&ids).await?;
+            let revs = if fresh && attempt == 0 {
+                BTreeMap::new()
+            } else {
+                let ids: Vec<String> = pending.iter().map(|(id, _)| id.clone()).collect();
+                self.cloud_revs(&ids).await?
+            };
             let (small, large): (Vec<_>, Vec<_>) = pending
                 .into_iter()
                 .partition(|(_, sealed)| sealed.len() <= INLINE_BYTES);
@@ -623,19 +633,27 @@ impl Backup {
             seq: since,
             ..BackupStats::default()
         };
+        let fresh = since == 0;
+        // The next page is read and sealed while the current one uploads.
+        let seal = |from: u64| {
+            let (d, key, tmp) = (db.clone(), self.key.clone(), self.tmp.clone());
+            blocking(move || seal_changes(&d, &key, &tmp, from))
+        };
+        let mut next = tokio::spawn(seal(since));
         loop {
-            let (d, key, tmp, from) = (db.clone(), self.key.clone(), self.tmp.clone(), stats.seq);
-            let (batch, upto, pending) =
-                blocking(move || seal_changes(&d, &key, &tmp, from)).await?;
+            let (batch, upto, pending) = next.await.map_err(|e| {
+                Error::couch(500, "internal_server_error", format!("worker failed: {e}"))
+            })??;
             if batch.is_empty() && upto == stats.seq {
                 progress(&stats, pending);
                 return Ok(stats);
             }
+            next = tokio::spawn(seal(upto));
             let (docs, bytes) = (
                 batch.len() as u64,
                 batch.iter().map(|(_, s)| s.len() as u64).sum::<u64>(),
             );
-            self.upload(batch).await?;
+            self.upload(batch, fresh).await?;
             let (d, id, epoch) = (db.clone(), ckpt.clone(), epoch.clone());
             blocking(move || {
                 let old = d.get_local(&id).ok();
@@ -729,12 +747,23 @@ impl Backup {
             } else {
                 (rows, None)
             };
-            let ids: Vec<String> = this
-                .into_iter()
-                .filter(|(id, _)| id != MANIFEST && !id.starts_with('_'))
-                .map(|(id, _)| id)
-                .collect();
-            let sealed = self.fetch_sealed(&ids).await?;
+            // Read in groups of at most FETCH_BYTES of sealed content (one large document
+            // alone), so an answer stays bounded whatever the attachments weigh.
+            let mut sealed = Vec::new();
+            let mut group: Vec<String> = Vec::new();
+            let mut group_bytes = 0u64;
+            for (id, len) in this {
+                if id == MANIFEST || id.starts_with('_') {
+                    continue;
+                }
+                if !group.is_empty() && group_bytes + len > FETCH_BYTES {
+                    sealed.extend(self.fetch_sealed(&std::mem::take(&mut group)).await?);
+                    group_bytes = 0;
+                }
+                group_bytes += len;
+                group.push(id);
+            }
+            sealed.extend(self.fetch_sealed(&group).await?);
             let (key, tmp) = (self.key.clone(), self.tmp.clone());
             let dbs_for = dbs.clone();
             let (written, tampered) = blocking(move || {
