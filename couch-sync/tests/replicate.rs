@@ -548,6 +548,115 @@ async fn backoff_on_simulated_time() {
     );
 }
 
+/// A busy peer's `Retry-After` (on a 429 or 503) is a floor under the backoff, capped at 60 s:
+/// the source answers its first four `_changes` requests 503 `Retry-After: 7`, 429
+/// `Retry-After: 3`, 503 `Retry-After: 3600` and 503 with an HTTP-date (not read), and the
+/// replicator — whose own backoff here is at most 75 ms — waits 7 s, 3 s, 60 s and its backoff
+/// (on the simulated clock), then copies everything.
+#[tokio::test]
+async fn a_busy_peer_is_left_alone_as_long_as_it_asks() {
+    use axum::extract::Request;
+    use axum::response::IntoResponse;
+    use couch_sync::clock::SimulatedClock;
+    use couch_sync::replicate::{Event, RetryPolicy};
+    let dir = tempfile::tempdir().unwrap();
+    let busy_store = Store::open(dir.path(), StoreConfig::default()).unwrap();
+    let db = busy_store.create_db("busy").unwrap();
+    seed(&db);
+    let inner = couch_sync::server::router(
+        busy_store.clone(),
+        couch_sync::server::ServerConfig::default(),
+        Arc::new(couch_sync::server::AllowAll),
+    );
+    let answers: Vec<(u16, &str)> = vec![
+        (503, "7"),
+        (429, "3"),
+        (503, "3600"),
+        (503, "Wed, 21 Oct 2037 07:28:00 GMT"),
+    ];
+    let answers = Arc::new(std::sync::Mutex::new(answers.into_iter()));
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let inner = inner.clone();
+        let answers = answers.clone();
+        async move {
+            if req.uri().path().ends_with("/_changes") {
+                if let Some((status, after)) = answers.lock().unwrap().next() {
+                    return (
+                        axum::http::StatusCode::from_u16(status).unwrap(),
+                        [("retry-after", after)],
+                        r#"{"error":"busy","reason":"come back later"}"#,
+                    )
+                        .into_response();
+                }
+            }
+            use tower::ServiceExt;
+            inner.oneshot(req).await.into_response()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let (_d2, s2) = store();
+    let target = s2.create_db("patient").unwrap();
+    let source = Endpoint::Remote(Arc::new(
+        Remote::new(
+            &format!("http://{addr}/busy"),
+            Arc::new(TcpConnector),
+            Arc::new(TokioClock),
+        )
+        .unwrap(),
+    ));
+    let clock = SimulatedClock::new(0);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let options = ReplicationOptions {
+        retry: RetryPolicy {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(50),
+            max_attempts: Some(10),
+        },
+        jitter_seed: Some(42),
+        ..ReplicationOptions::default()
+    };
+    let result = Replication::new(source, Endpoint::Local(target.clone()), options)
+        .with_clock(Arc::new(clock.clone()))
+        .with_events(tx)
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(result.progress.docs_written, 29);
+    assert_eq!(snapshot(&db), snapshot(&target));
+    server.abort();
+
+    let sleeps = clock.sleeps();
+    assert_eq!(sleeps.len(), 4, "one wait per busy answer: {sleeps:?}");
+    // The Retry-After counts from the answer (on the remote's real clock): a few ms may pass.
+    let about = |wait: Duration, secs: u64| {
+        wait <= Duration::from_secs(secs)
+            && wait > Duration::from_secs(secs) - Duration::from_secs(1)
+    };
+    assert!(about(sleeps[0], 7), "503 Retry-After: 7 -> {sleeps:?}");
+    assert!(about(sleeps[1], 3), "429 Retry-After: 3 -> {sleeps:?}");
+    assert_eq!(
+        sleeps[2],
+        Duration::from_secs(60),
+        "capped at 60 s: {sleeps:?}"
+    );
+    assert!(
+        sleeps[3] <= Duration::from_millis(75),
+        "an HTTP-date is not read: the backoff applies: {sleeps:?}"
+    );
+    let mut delays = Vec::new();
+    while let Ok(event) = rx.try_recv() {
+        if let Event::Retrying { delay, error, .. } = event {
+            assert!(error.contains("come back later"), "{error}");
+            delays.push(delay);
+        }
+    }
+    assert_eq!(delays, sleeps, "the events report the waits");
+}
+
 /// A peer that refuses (403) stops the replication at once with that error: no retries.
 #[tokio::test]
 async fn permanent_errors_stop_at_once() {

@@ -1,12 +1,13 @@
 //! The cloud as an optional peer, with hubs as processes: a real pouchdb-server (npm, from
 //! `interop/node_modules`, which `scripts/test` installs) with a server admin, behind a TLS
-//! terminator this test runs (rustls, a fresh self-signed key the hubs pin). Hub A pushes a
-//! database — documents, a conflict, an attachment — with cookie authentication; hub B pulls it
-//! with basic authentication and ends up with the same documents, conflicts and attachment; a
-//! hub with the wrong password stops with the server's reason on its status page. Beneath the
-//! hub, couch-sync's `Remote` alone: its `_session` login carries a push (creating the database
-//! needs a server admin there) and a pull, and a wrong password ends a replication with the
-//! server's own 401.
+//! terminator the test runs (rustls, a fresh self-signed key the hubs pin; both in
+//! `support::cloud`). Hub A pushes a database — documents, a conflict, an attachment — with
+//! cookie authentication; hub B pulls it with basic authentication and ends up with the same
+//! documents, conflicts and attachment; a hub with the wrong password stops with the server's
+//! reason on its status page; a push whose connection is cut mid-way resumes from its
+//! checkpoint once it is back. Beneath the hub, couch-sync's `Remote` alone: its `_session`
+//! login carries a push (creating the database needs a server admin there) and a pull, and a
+//! wrong password ends a replication with the server's own 401.
 //!
 //! Without node or the npm packages each test prints a SKIPPED line and passes — unless `CI` is
 //! set, where skipping fails.
@@ -20,8 +21,6 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,122 +29,8 @@ use couch_sync::replicate::{
 };
 use couch_sync::{Database, DocUpdate, GetOptions, Store, StoreConfig};
 use serde_json::{Value, json};
-use sha2::Digest;
+use support::cloud::{ADMIN, PASSWORD, PouchServer, Terminator, pouch_server};
 use support::{Hub, eventually};
-
-const ADMIN: &str = "alice";
-const PASSWORD: &str = "wonder land:/?";
-
-/// pouchdb-server on a free loopback port, killed on drop.
-struct PouchServer {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for PouchServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn pouch_server(test: &str) -> Option<PouchServer> {
-    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../interop/node_modules/pouchdb-server/bin/pouchdb-server");
-    let missing = if !bin.exists() {
-        Some("interop/node_modules has no pouchdb-server (scripts/test runs `npm ci` there)")
-    } else if Command::new("node").arg("--version").output().is_err() {
-        Some("no node on PATH")
-    } else {
-        None
-    };
-    if let Some(reason) = missing {
-        let line = format!("SKIPPED (cloud::{test}): {reason}");
-        assert!(std::env::var_os("CI").is_none(), "{line}, and CI is set");
-        eprintln!("!!!!!!!! {line}");
-        println!("!!!!!!!! {line}");
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let config = json!({"admins": {ADMIN: PASSWORD}, "log": {"level": "error"}});
-    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
-    let port = support::free_port();
-    let child = Command::new("node")
-        .arg("--unhandled-rejections=warn")
-        .arg(&bin)
-        .args([
-            "-o",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-n",
-            "--no-color",
-        ])
-        .arg("-d")
-        .arg(dir.path())
-        .arg("-c")
-        .arg(dir.path().join("config.json"))
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = PouchServer {
-        child,
-        port,
-        _dir: dir,
-    };
-    for _ in 0..300 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            std::thread::sleep(Duration::from_millis(300));
-            return Some(server);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("pouchdb-server did not listen on {port} within 30 s");
-}
-
-/// A TLS terminator on a free port in front of `backend`: a fresh self-signed key; returns the
-/// port and the key's pin (base64 SHA-256 of its SubjectPublicKeyInfo).
-async fn tls_terminator(backend: u16) -> (u16, String, tokio::task::JoinHandle<()>) {
-    let rcgen::CertifiedKey { cert, signing_key } =
-        rcgen::generate_simple_self_signed(vec!["cloud.test".to_owned()]).unwrap();
-    let pin = data_encoding::BASE64.encode(&sha2::Sha256::digest(
-        rcgen::PublicKeyData::subject_public_key_info(&signing_key),
-    ));
-    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(signing_key.serialize_der().into());
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![cert.der().clone()], key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let Ok(mut plain) = tokio::net::TcpStream::connect(("127.0.0.1", backend)).await
-                else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-            });
-        }
-    });
-    (port, pin, task)
-}
 
 /// Adds the cloud peer `backup` to `hub`.
 fn add_cloud(hub: &Hub, port: u16, pin: &str, password: &str, extra: &[&str]) {
@@ -213,11 +98,13 @@ async fn doc(hub: &Hub, id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_pushes_to_a_stock_server_and_another_pulls_it_intact() {
-    let Some(server) = pouch_server("a_hub_pushes_to_a_stock_server_and_another_pulls_it_intact")
+    let Some(server) =
+        pouch_server("cloud::a_hub_pushes_to_a_stock_server_and_another_pulls_it_intact")
     else {
         return;
     };
-    let (port, pin, _terminator) = tls_terminator(server.port).await;
+    let terminator = Terminator::start(server.port).await;
+    let (port, pin) = (terminator.port, terminator.pin.clone());
     let a = Hub::start("a");
     let owner = a.owner();
     assert_eq!(a.request(Some(&owner), "PUT", "/notes", None).await.0, 201);
@@ -294,10 +181,11 @@ async fn a_hub_pushes_to_a_stock_server_and_another_pulls_it_intact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_stops_with_the_servers_reason() {
-    let Some(server) = pouch_server("a_wrong_password_stops_with_the_servers_reason") else {
+    let Some(server) = pouch_server("cloud::a_wrong_password_stops_with_the_servers_reason") else {
         return;
     };
-    let (port, pin, _terminator) = tls_terminator(server.port).await;
+    let terminator = Terminator::start(server.port).await;
+    let (port, pin) = (terminator.port, terminator.pin.clone());
     let hub = Hub::start("wrong");
     let owner = hub.owner();
     assert_eq!(
@@ -323,10 +211,11 @@ async fn a_wrong_password_stops_with_the_servers_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_with_another_key_is_refused() {
-    let Some(server) = pouch_server("a_server_with_another_key_is_refused") else {
+    let Some(server) = pouch_server("cloud::a_server_with_another_key_is_refused") else {
         return;
     };
-    let (port, _pin, _terminator) = tls_terminator(server.port).await;
+    let terminator = Terminator::start(server.port).await;
+    let port = terminator.port;
     let hub = Hub::start("pinned");
     let owner = hub.owner();
     assert_eq!(
@@ -345,6 +234,143 @@ async fn a_server_with_another_key_is_refused() {
     })
     .await;
     assert_eq!(row["docs_written"], json!(0), "{row}");
+}
+
+/// A connection cut mid-push resumes from the checkpoint. Hub A pushes 2,000 documents (several
+/// batches: 500 changes each, as the hub replicates); the terminator cuts the connection when the
+/// third batch asks the server what it lacks (`_revs_diff`) — the earlier batches written and
+/// checkpointed on the server, that request never arriving — and keeps it cut until A's status
+/// page shows the failure. Restored, the push finishes with every document on the server, and
+/// the server's checkpoint document shows that it resumed: the first session after the cut
+/// started at the sequence checkpointed before it (not at 0), and the sessions after the cut
+/// together checked and wrote only the documents the server did not have yet. (Starting over
+/// would check all 2,000 again; A's `docs_written` would not tell, as `_revs_diff` keeps a
+/// restart from writing anything twice.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_connection_resumes_from_the_checkpoint() {
+    const N: u64 = 2_000;
+    let Some(server) = pouch_server("cloud::a_cut_connection_resumes_from_the_checkpoint") else {
+        return;
+    };
+    let terminator = Terminator::start(server.port).await;
+    let a = Hub::start("resume");
+    let owner = a.owner();
+    assert_eq!(a.request(Some(&owner), "PUT", "/notes", None).await.0, 201);
+    for chunk in 0..N / 500 {
+        let docs: Vec<Value> = (chunk * 500..(chunk + 1) * 500)
+            .map(|i| json!({"_id": format!("n{i:04}"), "text": format!("note {i}")}))
+            .collect();
+        let (status, body) = a
+            .request(
+                Some(&owner),
+                "POST",
+                "/notes/_bulk_docs",
+                Some(&json!({ "docs": docs })),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    terminator.cut_at("/notes/_revs_diff", 3);
+    add_cloud(
+        &a,
+        terminator.port,
+        &terminator.pin,
+        PASSWORD,
+        &["--cookie", "--push"],
+    );
+    eventually(
+        120,
+        "the push reaches its third batch and the connection is cut",
+        || async { terminator.is_cut().then_some(()) },
+    )
+    .await;
+
+    // While cut: what the server holds (read past the terminator).
+    let checkpoint = terminator
+        .requests()
+        .iter()
+        .find_map(|r| {
+            r.strip_prefix("PUT ")
+                .filter(|path| path.starts_with("/notes/_local/"))
+                .map(str::to_owned)
+        })
+        .expect("A wrote a checkpoint on the server before the cut");
+    let (status, before) = server.request("GET", &checkpoint, None).await;
+    assert_eq!(status, 200, "{before}");
+    let (status, info) = server.request("GET", "/notes", None).await;
+    assert_eq!(status, 200, "{info}");
+    let had = info["doc_count"].as_u64().unwrap();
+    assert!(
+        had > 0 && had < N,
+        "the cut came mid-push: {had} of {N} on the server"
+    );
+    let row = eventually(60, "A's status shows the cut", || async {
+        cloud_row(&a, "push")
+            .await
+            .filter(|r| r["state"] == "retrying" && r["last_error"].is_string())
+    })
+    .await;
+    assert_eq!(row["docs_written"], json!(had), "{row}");
+    assert!(terminator.is_cut(), "still cut while A retried");
+    assert_eq!(terminator.cuts(), 1);
+    let (_, still) = server.request("GET", &checkpoint, None).await;
+    assert_eq!(still, before, "no checkpoint moved while cut");
+    terminator.restore();
+
+    let row = eventually(180, "every document is on the server", || async {
+        let (_, info) = server.request("GET", "/notes", None).await;
+        if info["doc_count"] != json!(N) {
+            return None;
+        }
+        cloud_row(&a, "push")
+            .await
+            .filter(|r| r["state"] == "idle" && r["pending"] == json!(0))
+    })
+    .await;
+    assert_eq!(
+        row["docs_written"],
+        json!(N),
+        "each document written once: {row}"
+    );
+    for id in ["n0000", "n0999", "n1000", "n1999"] {
+        let (status, d) = server.request("GET", &format!("/notes/{id}"), None).await;
+        assert_eq!(status, 200, "{id}: {d}");
+        let i: u64 = id[1..].parse().unwrap();
+        assert_eq!(d["text"], json!(format!("note {i}")), "{d}");
+    }
+
+    // Resumed, not restarted: the sessions after the cut (newest first in the history, down to
+    // the one that was cut) began at the checkpoint and only went through what came after it.
+    let (status, after) = server.request("GET", &checkpoint, None).await;
+    assert_eq!(status, 200, "{after}");
+    let history = after["history"].as_array().unwrap();
+    let cut_session = &before["session_id"];
+    let later: Vec<&Value> = history
+        .iter()
+        .take_while(|h| &h["session_id"] != cut_session)
+        .collect();
+    assert!(
+        !later.is_empty() && later.len() < history.len(),
+        "sessions after the cut, then the cut one: {after}"
+    );
+    assert_eq!(
+        later.last().unwrap()["start_last_seq"],
+        before["source_last_seq"],
+        "the first session after the cut started from the checkpoint: {after}"
+    );
+    let sum = |field: &str| -> u64 {
+        later
+            .iter()
+            .map(|h| h[field].as_u64().unwrap_or_else(|| panic!("{field}: {h}")))
+            .sum()
+    };
+    assert_eq!(
+        sum("missing_checked"),
+        N - had,
+        "after the cut only the documents past the checkpoint were checked: {after}"
+    );
+    assert_eq!(sum("docs_written"), N - had, "{after}");
 }
 
 // couch-sync's Remote on its own.
@@ -390,7 +416,7 @@ fn bodies(db: &Database) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_cookie_carries_a_push_and_a_pull() {
-    let Some(server) = pouch_server("a_session_cookie_carries_a_push_and_a_pull") else {
+    let Some(server) = pouch_server("cloud::a_session_cookie_carries_a_push_and_a_pull") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -428,7 +454,7 @@ async fn a_session_cookie_carries_a_push_and_a_pull() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_stops_with_the_servers_401() {
-    let Some(server) = pouch_server("a_wrong_password_stops_with_the_servers_401") else {
+    let Some(server) = pouch_server("cloud::a_wrong_password_stops_with_the_servers_401") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -38,6 +38,9 @@ pub struct Remote {
     idle: Mutex<Vec<SendRequest<OutBody>>>,
     pub(crate) bulk_get: AtomicBool,
     keeps_encoded: Mutex<Option<bool>>,
+    /// Until when (milliseconds on `clock`) the last 429/503 answer's `Retry-After` asked to be
+    /// left alone; see [`Remote::take_retry_after`].
+    retry_after: Mutex<Option<u64>>,
 }
 
 impl std::fmt::Debug for Remote {
@@ -220,6 +223,7 @@ impl Remote {
             idle: Mutex::new(Vec::new()),
             bulk_get: AtomicBool::new(true),
             keeps_encoded: Mutex::new(None),
+            retry_after: Mutex::new(None),
         })
     }
 
@@ -315,6 +319,38 @@ impl Remote {
         })?;
         *cookie = Some(got.clone());
         Ok(got)
+    }
+
+    /// Remembers how long a busy server (429 Too Many Requests, 503 Service Unavailable) asked
+    /// to be left alone: its `Retry-After` in seconds (an HTTP-date is not read: the replicator's
+    /// own backoff applies then).
+    fn note_retry_after(&self, status: StatusCode, headers: &hyper::HeaderMap) {
+        if !matches!(status.as_u16(), 429 | 503) {
+            return;
+        }
+        let Some(secs) = headers
+            .get(hyper::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        else {
+            return;
+        };
+        let until = self
+            .clock
+            .now_millis()
+            .saturating_add(secs.saturating_mul(1000));
+        if let Ok(mut r) = self.retry_after.lock() {
+            *r = Some(until);
+        }
+    }
+
+    /// What is left of the wait the last 429/503 answer's `Retry-After` asked for (`None`: none
+    /// asked, or it is over), forgotten once read: the replicator waits at least this long
+    /// before its next attempt.
+    pub(crate) fn take_retry_after(&self) -> Option<Duration> {
+        let until = self.retry_after.lock().ok()?.take()?;
+        let left = until.saturating_sub(self.clock.now_millis());
+        (left > 0).then(|| Duration::from_millis(left))
     }
 
     fn port(&self) -> u16 {
@@ -472,6 +508,7 @@ impl Remote {
             .await
             .map_err(|e| transport(format!("request {uri}: {e}")))?;
         let (parts, body) = response.into_parts();
+        self.note_retry_after(parts.status, &parts.headers);
         Ok(Answer {
             status: parts.status,
             headers: parts.headers,

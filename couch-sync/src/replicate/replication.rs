@@ -14,7 +14,9 @@ use super::fetched::Fetched;
 use crate::clock::{Clock, TokioClock};
 use crate::error::{Error, ErrorKind, Result};
 
-/// How to retry after transient failures: exponential backoff with jitter.
+/// How to retry after transient failures: exponential backoff with jitter. A remote peer that
+/// answered 429 or 503 with `Retry-After: SECONDS` is left alone at least that long (at most
+/// 60 s), even past [`max`](Self::max).
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     /// First delay.
@@ -35,6 +37,10 @@ impl Default for RetryPolicy {
         }
     }
 }
+
+/// The longest wait a peer's `Retry-After` imposes before a retry (a larger one is cut to this:
+/// a peer does not get to park a replication for hours).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// What to replicate, and how.
 #[derive(Debug, Clone)]
@@ -323,7 +329,8 @@ impl Replication {
 
     /// Runs the replication: one-shot until the source is exhausted, or continuous until
     /// cancelled. Transient failures retry with backoff (from the last checkpoint, so nothing is
-    /// sent twice); permanent ones end it with the error.
+    /// sent twice), waiting at least what a busy peer's `Retry-After` asked for (see
+    /// [`RetryPolicy`]); permanent ones end it with the error.
     pub async fn run(&self) -> Result<ReplicationResult> {
         let mut rng = self.options.jitter_seed.unwrap_or_else(|| {
             let mut b = [0u8; 8];
@@ -360,7 +367,10 @@ impl Replication {
                     rng ^= rng >> 7;
                     rng ^= rng << 17;
                     let factor = 0.5 + (rng % 1000) as f64 / 1000.0;
-                    let delay = capped.mul_f64(factor);
+                    // A busy peer's Retry-After is a floor under the backoff.
+                    let delay = capped
+                        .mul_f64(factor)
+                        .max(self.retry_after().unwrap_or_default());
                     self.update(|p| {
                         p.state = State::Retrying;
                         p.retries = attempt;
@@ -380,6 +390,19 @@ impl Replication {
                 Err(e) => return Err(self.fail(e)),
             }
         }
+    }
+
+    /// The wait a remote source or target asked for in its last 429/503 answer
+    /// (`Retry-After`), at most [`MAX_RETRY_AFTER`]; each endpoint forgets it once asked.
+    fn retry_after(&self) -> Option<Duration> {
+        [&self.source, &self.target]
+            .into_iter()
+            .filter_map(|e| match e {
+                Endpoint::Remote(r) => r.take_retry_after(),
+                Endpoint::Local(_) => None,
+            })
+            .max()
+            .map(|d| d.min(MAX_RETRY_AFTER))
     }
 
     fn fail(&self, e: Error) -> Error {

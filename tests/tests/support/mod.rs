@@ -1,5 +1,5 @@
 //! Device hubs as real processes on 127.0.0.1 for the cross-crate tests, and an HTTPS client with
-//! any identity (or none) to talk to them.
+//! any identity (or none) to talk to them; [`cloud`]: a pouchdb-server behind a TLS terminator.
 
 #![allow(
     dead_code,
@@ -9,6 +9,8 @@
     clippy::panic,
     clippy::disallowed_methods
 )]
+
+pub mod cloud;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -22,8 +24,12 @@ use public_key_identity::tls::{client_config, server_name};
 use public_key_identity::{Identity, KeyAlgorithm, KeyId, Keystore};
 use serde_json::Value;
 
-/// The `device-hub` binary cargo built next to this test.
+/// The `device-hub` binary cargo built next to this test, or the one `THALI_HUB_BIN` names
+/// (benchmark scripts point it at a release build).
 pub fn hub_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("THALI_HUB_BIN") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(Path::parent).unwrap();
     let bin = dir.join("device-hub");
