@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
-import { startHub, uiLoginUrl, waitFor } from './lib/hub.mjs';
+import { addApp, startHub, uiLoginUrl, waitFor } from './lib/hub.mjs';
 
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 // Where the screenshot goes: $ARTIFACTS (relative to the workspace root, as in .ci/run), else
@@ -182,6 +182,42 @@ describe('status page in headless Chromium', { timeout: 85_000 }, () => {
     await page.screenshot({ path: file, fullPage: true });
     const size = fs.statSync(file).size;
     assert.ok(size > 10 * 1024, `${file} is ${size} bytes`);
+  });
+
+  test('a key is revoked through the page, and the page lists it', T, async () => {
+    // A key A knows: an app's (revoking B would stop the replication the SIGTERM test needs).
+    const app = await addApp(A, 'lost-tablet-app', ['notes:read']);
+    assert.match(app.keyId ?? '', /^[a-z2-7]{52}$/, app.stdout);
+    await page.reload();
+    assert.equal(await page.locator('#revoked tr td code').count(), 0, 'nothing revoked yet');
+    const dialogs = [];
+    page.on('dialog', (d) => {
+      dialogs.push(d.message());
+      d.accept();
+    });
+    try {
+      // Its own key: refused, with the reason on the page.
+      await page.fill('#revoke-key', A.keyId);
+      const refused = quiet(page.waitForResponse((r) => r.url().endsWith('/_hub/api/revoke-key')));
+      await page.click('#revoke-start');
+      assert.equal((await refused).status(), 400);
+      await page.waitForFunction(() => document.getElementById('revoke-result').textContent.includes('own key'));
+
+      await page.fill('#revoke-key', app.keyId);
+      const reloaded = quiet(page.waitForEvent('load', { timeout: 15_000 }));
+      const revoked = quiet(page.waitForResponse((r) => r.url().endsWith('/_hub/api/revoke-key')));
+      await page.click('#revoke-start');
+      assert.equal((await revoked).status(), 200);
+      await reloaded;
+    } finally {
+      page.removeAllListeners('dialog');
+    }
+    assert.ok(dialogs.every((m) => /for good/.test(m)) && dialogs.length === 2, JSON.stringify(dialogs));
+    const row = page.locator('#revoked tr', { hasText: app.keyId });
+    const cells = (await row.locator('td').allTextContents()).map((t) => t.trim());
+    assert.equal(cells[1], app.keyId);
+    assert.equal(cells[2], A.name, 'revoked by this hub');
+    assert.notEqual(cells[3], '', 'when');
   });
 
   test('a browser without the session gets the login prompt, not the page', T, async () => {

@@ -8,6 +8,7 @@ use crate::index::{Acl, GroupIndex, List};
 use crate::name::{DbName, GroupName, ViewName};
 use crate::policy::{AclScope, Policy, Right};
 use crate::principal::{Member, Principal};
+use crate::revocation::Revocation;
 
 /// What a principal wants to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -149,6 +150,13 @@ pub enum Reason {
         principal: Principal,
         /// The read grant on the database that matched.
         grant: Grant,
+    },
+    /// Denied: the principal's key was revoked, and may do nothing (whatever it is granted).
+    Revoked {
+        /// Who asked.
+        principal: Principal,
+        /// The revocation.
+        revocation: Revocation,
     },
 }
 
@@ -359,6 +367,7 @@ impl Policy {
     ///
     /// The rules (the crate documentation has them as a table):
     /// * the owner may do everything;
+    /// * a revoked key ([`Policy::revoke_key`]) may do nothing, not even what `anonymous` may;
     /// * `Admin` needs an admin grant; `Write` and `CreateView` need write or admin;
     /// * `Read` of a database needs read or admin; of a view, the view's read grant or read or
     ///   admin on the database; of a document, read or admin on the database, and, when the
@@ -368,6 +377,14 @@ impl Policy {
     pub fn may(&self, principal: Principal, action: Action, resource: Resource<'_>) -> Decision {
         if self.is_owner(&principal) {
             return Decision::allow(Reason::Owner { principal });
+        }
+        if let Principal::Key(key) = principal {
+            if let Some(revocation) = self.revocation(&key) {
+                return Decision::deny(Reason::Revoked {
+                    principal,
+                    revocation: revocation.clone(),
+                });
+            }
         }
         let (groups, acls) = self.indexes();
         let who = who(groups, principal);
@@ -533,6 +550,14 @@ impl fmt::Display for Reason {
                 f,
                 "{principal} may not read the document: {}, but the document's readers do not include {principal}",
                 GrantText(grant, principal)
+            ),
+            Reason::Revoked {
+                principal,
+                revocation,
+            } => write!(
+                f,
+                "{principal} was revoked by key:{} and may do nothing",
+                revocation.by
             ),
         }
     }

@@ -78,6 +78,16 @@ pub enum Error {
     /// [`Policy::validate`](crate::Policy::validate) found a problem.
     #[error("inconsistent policy: {0}")]
     Inconsistent(Warning),
+
+    /// [`Policy::revoke_key`](crate::Policy::revoke_key) was asked to revoke the owner's own
+    /// key: a device is revoked from another of the person's devices.
+    #[error(
+        "key {key} is this device's own key: a device cannot revoke itself (revoke it from another of your devices)"
+    )]
+    RevokingOwner {
+        /// The owner's key id.
+        key: public_key_identity::KeyId,
+    },
 }
 
 fn at_field(field: &Option<String>) -> String {
@@ -107,7 +117,8 @@ impl Error {
             Error::InvalidName { .. }
             | Error::InvalidMember { .. }
             | Error::InvalidDocument { .. }
-            | Error::Json { .. } => ErrorKind::InvalidInput,
+            | Error::Json { .. }
+            | Error::RevokingOwner { .. } => ErrorKind::InvalidInput,
             Error::TooLarge { .. } | Error::LimitExceeded { .. } => ErrorKind::TooLarge,
             Error::Inconsistent(_) => ErrorKind::Inconsistent,
         }

@@ -1,5 +1,5 @@
-//! The JSON form (version 1): one CouchDB document per ACL and per group, and a whole-policy
-//! document that holds a list of them. The format is described in the crate documentation.
+//! The JSON form (version 1): one CouchDB document per ACL, per group and per revoked key, and a
+//! whole-policy document that holds a list of them. The format is described in the crate documentation.
 //!
 //! Loading walks a `serde_json::Value` by hand so that every error names the document, the field
 //! and the reason. Sizes are bounded before parsing ([`MAX_POLICY_BYTES`],
@@ -16,6 +16,7 @@ use crate::limits::{MAX_DOCUMENT_BYTES, MAX_MEMBERS, MAX_POLICY_BYTES, MAX_VIEWS
 use crate::name::{GroupName, ViewName};
 use crate::policy::{AclScope, DbAcl, Group, NO_VIEWS_IN_ALL, Policy};
 use crate::principal::Member;
+use crate::revocation::{REVOCATION_PREFIX, Revocation};
 
 /// The format version this build reads and writes.
 pub const FORMAT_VERSION: u64 = 1;
@@ -24,7 +25,7 @@ pub const FORMAT_VERSION: u64 = 1;
 /// [`document_readers`]).
 pub const READERS_FIELD: &str = "thali_readers";
 
-/// One stored policy document: an ACL or a group.
+/// One stored policy document: an ACL, a group or a revoked key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PolicyDocument {
@@ -32,14 +33,17 @@ pub enum PolicyDocument {
     Acl(DbAcl),
     /// `{"type": "group", ...}`, stored as `group:<name>`.
     Group(Group),
+    /// `{"type": "revocation", ...}`, stored as `revoked:<key id>`.
+    Revocation(Revocation),
 }
 
 impl PolicyDocument {
-    /// The CouchDB document id: `acl:<db>`, `acl:*` or `group:<name>`.
+    /// The CouchDB document id: `acl:<db>`, `acl:*`, `group:<name>` or `revoked:<key id>`.
     pub fn id(&self) -> String {
         match self {
             PolicyDocument::Acl(acl) => acl.doc_id(),
             PolicyDocument::Group(group) => group.doc_id(),
+            PolicyDocument::Revocation(revocation) => revocation.doc_id(),
         }
     }
 
@@ -70,6 +74,7 @@ impl PolicyDocument {
         match self {
             PolicyDocument::Acl(acl) => acl_to_value(acl),
             PolicyDocument::Group(group) => group_to_value(group),
+            PolicyDocument::Revocation(revocation) => revocation_to_value(revocation),
         }
     }
 
@@ -88,6 +93,12 @@ impl From<DbAcl> for PolicyDocument {
 impl From<Group> for PolicyDocument {
     fn from(group: Group) -> PolicyDocument {
         PolicyDocument::Group(group)
+    }
+}
+
+impl From<Revocation> for PolicyDocument {
+    fn from(revocation: Revocation) -> PolicyDocument {
+        PolicyDocument::Revocation(revocation)
     }
 }
 
@@ -179,8 +190,8 @@ impl Policy {
         Policy::from_documents(owner, documents)
     }
 
-    /// Loads a policy from its documents (the ACL and group documents of the policy database,
-    /// in any order) for the device whose key id is `owner`. Errors name a document by its
+    /// Loads a policy from its documents (the ACL, group and revocation documents of the policy
+    /// database, in any order) for the device whose key id is `owner`. Errors name a document by its
     /// position (`documents[3]`) and id.
     pub fn from_documents<'a>(
         owner: KeyId,
@@ -205,13 +216,15 @@ impl Policy {
         Ok(policy)
     }
 
-    /// The whole policy as one JSON value: groups, then ACLs. The owner is not included.
+    /// The whole policy as one JSON value: groups, then ACLs, then revocations. The owner is
+    /// not included.
     pub fn to_value(&self) -> Value {
         let documents: Vec<Value> = self
             .groups
             .values()
             .map(group_to_value)
             .chain(self.acls.values().map(acl_to_value))
+            .chain(self.revoked.values().map(revocation_to_value))
             .collect();
         let mut object = Map::new();
         object.insert("type".into(), "policy".into());
@@ -225,29 +238,50 @@ impl Policy {
         self.to_value().to_string()
     }
 
-    /// The policy as its documents, groups first, to store one by one.
+    /// The policy as its documents, groups first, then ACLs, then revocations, to store one by
+    /// one.
     pub fn to_documents(&self) -> Vec<PolicyDocument> {
         self.groups
             .values()
             .cloned()
             .map(PolicyDocument::Group)
             .chain(self.acls.values().cloned().map(PolicyDocument::Acl))
+            .chain(
+                self.revoked
+                    .values()
+                    .cloned()
+                    .map(PolicyDocument::Revocation),
+            )
             .collect()
     }
 
     /// Adds or replaces one document (as a changed document arrives from replication).
     /// Returns the document it replaced.
+    ///
+    /// A revocation is merged rather than replaced ([`Policy::merge_revocation`]; a
+    /// revocation of the owner is kept too): the answer is the record of that key held
+    /// before, if any.
     pub fn insert(&mut self, document: PolicyDocument) -> Result<Option<PolicyDocument>> {
         Ok(match document {
             PolicyDocument::Acl(acl) => self.set_acl(acl)?.map(PolicyDocument::Acl),
             PolicyDocument::Group(group) => self.set_group(group)?.map(PolicyDocument::Group),
+            PolicyDocument::Revocation(revocation) => {
+                let before = self.revocation(&revocation.key).cloned();
+                self.merge_revocation(revocation)?;
+                before.map(PolicyDocument::Revocation)
+            }
         })
     }
 
     /// Removes the document with this id (as a deletion arrives from replication). Returns it,
     /// or `None` if there was none (or the id is not a policy document id).
+    ///
+    /// A revocation (`revoked:<key id>`) is never removed: a revoked key stays revoked, so the
+    /// answer for its id is always `None`.
     pub fn remove(&mut self, id: &str) -> Option<PolicyDocument> {
-        if let Some(scope) = id.strip_prefix("acl:") {
+        if id.starts_with(REVOCATION_PREFIX) {
+            None
+        } else if let Some(scope) = id.strip_prefix("acl:") {
             let scope: AclScope = scope.parse().ok()?;
             self.remove_acl(&scope).map(PolicyDocument::Acl)
         } else if let Some(name) = id.strip_prefix("group:") {
@@ -286,6 +320,17 @@ fn acl_to_value(acl: &DbAcl) -> Value {
             .collect();
         object.insert("views".into(), Value::Object(views));
     }
+    Value::Object(object)
+}
+
+fn revocation_to_value(revocation: &Revocation) -> Value {
+    let mut object = Map::new();
+    object.insert("_id".into(), revocation.doc_id().into());
+    object.insert("type".into(), "revocation".into());
+    object.insert("v".into(), FORMAT_VERSION.into());
+    object.insert("key".into(), revocation.key.to_string().into());
+    object.insert("by".into(), revocation.by.to_string().into());
+    object.insert("at".into(), revocation.at.into());
     Value::Object(object)
 }
 
@@ -354,6 +399,10 @@ fn claimed_id(object: &Map<String, Value>) -> Option<String> {
     match object.get("type").and_then(Value::as_str)? {
         "acl" => Some(format!("acl:{}", object.get("db")?.as_str()?)),
         "group" => Some(format!("group:{}", object.get("name")?.as_str()?)),
+        "revocation" => Some(format!(
+            "{REVOCATION_PREFIX}{}",
+            object.get("key")?.as_str()?
+        )),
         _ => None,
     }
 }
@@ -374,11 +423,11 @@ fn check_type_and_version<'v>(
     label: &str,
     types: &[&str],
 ) -> Result<&'v str> {
-    let expected = types
-        .iter()
-        .map(|t| format!("{t:?}"))
-        .collect::<Vec<_>>()
-        .join(" or ");
+    let quoted: Vec<String> = types.iter().map(|t| format!("{t:?}")).collect();
+    let expected = match quoted.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => quoted.join(""),
+    };
     let kind_of = match object.get("type") {
         None => {
             return Err(invalid(
@@ -483,9 +532,10 @@ fn parse_document(value: &Value, position: Option<usize>) -> Result<PolicyDocume
             "a deleted document (tombstone) is not a policy; remove its id with Policy::remove",
         ));
     }
-    let document = match check_type_and_version(object, &label, &["acl", "group"])? {
+    let document = match check_type_and_version(object, &label, &["acl", "group", "revocation"])? {
         "acl" => PolicyDocument::Acl(parse_acl(object, &label)?),
-        _ => PolicyDocument::Group(parse_group(object, &label)?),
+        "group" => PolicyDocument::Group(parse_group(object, &label)?),
+        _ => PolicyDocument::Revocation(parse_revocation(object, &label)?),
     };
     if let Some(id) = object.get("_id") {
         let expected = document.id();
@@ -617,4 +667,60 @@ fn parse_group(object: &Map<String, Value>, label: &str) -> Result<Group> {
         }
     }
     Ok(group)
+}
+
+fn parse_revocation(object: &Map<String, Value>, label: &str) -> Result<Revocation> {
+    let key_field = |field: &str| -> Result<KeyId> {
+        match object.get(field) {
+            None => Err(invalid(
+                label,
+                Some(field.into()),
+                "missing; expected a key id (52 base32 characters)",
+            )),
+            Some(Value::String(text)) => text
+                .parse::<KeyId>()
+                .map_err(|e| invalid(label, Some(field.into()), format!("not a key id: {e}"))),
+            Some(other) => Err(invalid(
+                label,
+                Some(field.into()),
+                format!("expected a key id, found {}", kind(other)),
+            )),
+        }
+    };
+    let key = key_field("key")?;
+    let by = key_field("by")?;
+    let at = match object.get("at") {
+        None => {
+            return Err(invalid(
+                label,
+                Some("at".into()),
+                "missing; expected milliseconds since the Unix epoch",
+            ));
+        }
+        Some(value) => value.as_u64().ok_or_else(|| {
+            invalid(
+                label,
+                Some("at".into()),
+                format!(
+                    "expected milliseconds since the Unix epoch (an integer from 0), found {}",
+                    short(value)
+                ),
+            )
+        })?,
+    };
+    for field in object.keys() {
+        match field.as_str() {
+            "type" | "v" | "key" | "by" | "at" => {}
+            other if other.starts_with('_') => {}
+            other => {
+                return Err(invalid(
+                    label,
+                    Some(field_name(other)),
+                    "unknown field; a revocation document has type, v, key, by and at \
+                     (fields starting with '_' are CouchDB's and are ignored)",
+                ));
+            }
+        }
+    }
+    Ok(Revocation::new(key, by, at))
 }

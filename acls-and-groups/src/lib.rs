@@ -7,6 +7,7 @@ mod json;
 mod name;
 mod policy;
 mod principal;
+mod revocation;
 
 pub use decision::{Action, Decision, Grant, Match, Reason, Resource, ResourceKind, Via};
 pub use error::{Error, ErrorKind, Result, Warning};
@@ -16,6 +17,7 @@ pub use policy::{AclScope, DbAcl, Group, Policy, Right};
 pub use principal::{Member, Principal};
 /// The key id type principals are named by, from `public-key-identity`.
 pub use public_key_identity::KeyId;
+pub use revocation::{REVOCATION_PREFIX, Revocation};
 
 /// Bounds on input and on the policy, so that untrusted documents cannot exhaust memory or time.
 pub mod limits {
@@ -33,6 +35,8 @@ pub mod limits {
     pub const MAX_MEMBERS: usize = 65_536;
     /// Most views with grants in one ACL.
     pub const MAX_VIEWS: usize = 1024;
+    /// Most revoked keys in a policy.
+    pub const MAX_REVOCATIONS: usize = 65_536;
 }
 
 /// Entry points for the fuzz targets in `fuzz/`; not part of the API. A fuzz target reports a

@@ -12,6 +12,7 @@ use crate::index::{AclIndex, GroupIndex};
 use crate::limits::{MAX_ACLS, MAX_GROUPS, MAX_MEMBERS, MAX_VIEWS};
 use crate::name::{DbName, GroupName, ViewName};
 use crate::principal::{Member, Principal};
+use crate::revocation::Revocations;
 
 /// A right on a database, as listed in its ACL.
 ///
@@ -224,6 +225,8 @@ pub struct Policy {
     owner: KeyId,
     pub(crate) groups: BTreeMap<GroupName, Group>,
     pub(crate) acls: BTreeMap<AclScope, DbAcl>,
+    /// Revoked keys (see [`crate::Revocation`]): a set that only grows.
+    pub(crate) revoked: Revocations,
     group_index: OnceLock<GroupIndex>,
     acl_index: OnceLock<AclIndex>,
 }
@@ -240,6 +243,7 @@ impl Policy {
             owner,
             groups: BTreeMap::new(),
             acls: BTreeMap::new(),
+            revoked: BTreeMap::new(),
             group_index: OnceLock::new(),
             acl_index: OnceLock::new(),
         }
@@ -380,9 +384,9 @@ impl Policy {
 
     /// Every group `principal` is in, directly or through other groups (groups that list
     /// `anonymous` count for everyone), sorted by name. The owner is in no group by this
-    /// answer: it needs none.
+    /// answer: it needs none; nor is a revoked key (see [`Policy::revoke_key`]): it has none.
     pub fn groups_of(&self, principal: &Principal) -> Vec<GroupName> {
-        if self.is_owner(principal) {
+        if self.is_owner(principal) || self.is_revoked(principal) {
             return Vec::new();
         }
         let (groups, _) = self.indexes();
@@ -552,6 +556,7 @@ impl Clone for Policy {
             owner: self.owner,
             groups: self.groups.clone(),
             acls: self.acls.clone(),
+            revoked: self.revoked.clone(),
             group_index: OnceLock::new(),
             acl_index: OnceLock::new(),
         }
@@ -559,9 +564,12 @@ impl Clone for Policy {
 }
 
 impl PartialEq for Policy {
-    /// Same owner, groups and ACLs (the caches do not count).
+    /// Same owner, groups, ACLs and revocations (the caches do not count).
     fn eq(&self, other: &Policy) -> bool {
-        self.owner == other.owner && self.groups == other.groups && self.acls == other.acls
+        self.owner == other.owner
+            && self.groups == other.groups
+            && self.acls == other.acls
+            && self.revoked == other.revoked
     }
 }
 
@@ -573,6 +581,7 @@ impl fmt::Debug for Policy {
             .field("owner", &self.owner)
             .field("groups", &self.groups.values().collect::<Vec<_>>())
             .field("acls", &self.acls.values().collect::<Vec<_>>())
+            .field("revoked", &self.revoked.values().collect::<Vec<_>>())
             .finish()
     }
 }

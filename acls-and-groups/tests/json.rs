@@ -35,14 +35,20 @@ fn readme_examples_load() {
     let blocks = readme_json_blocks();
     assert_eq!(
         blocks.len(),
-        3,
-        "the README shows an acl, a group and a policy"
+        4,
+        "the README shows an acl, a group, a revocation and a policy"
     );
     let acl = PolicyDocument::from_json(&blocks[0]).unwrap();
     assert_eq!(acl.id(), "acl:photos");
     let group = PolicyDocument::from_json(&blocks[1]).unwrap();
     assert_eq!(group.id(), "group:me");
-    let policy = Policy::from_json(owner(), &blocks[2]).unwrap();
+    let revocation = PolicyDocument::from_json(&blocks[2]).unwrap();
+    let PolicyDocument::Revocation(revoked) = &revocation else {
+        panic!("not a revocation: {revocation:?}")
+    };
+    assert_eq!(revocation.id(), format!("revoked:{}", revoked.key));
+    assert_eq!(revoked.by.to_string(), ALICE);
+    let policy = Policy::from_json(owner(), &blocks[3]).unwrap();
     let alice = Principal::Key(ALICE.parse().unwrap());
     assert!(
         policy
@@ -73,17 +79,37 @@ fn readme_examples_load() {
     // `group:me` is referenced by the example but not defined there.
     assert_eq!(policy.warnings().len(), 1);
 
-    // The documents of the README, stored separately, make a policy too.
+    // The documents of the README, stored separately, make a policy too: the revoked key is
+    // in group `me`, and refused.
+    let revoked_key = Principal::Key(revoked.key);
     let mut from_docs = Policy::new(owner());
     from_docs.insert(acl).unwrap();
     from_docs.insert(group).unwrap();
-    assert_eq!(from_docs.to_documents().len(), 2);
+    from_docs
+        .grant(
+            &AclScope::AllDatabases,
+            acls_and_groups::Right::Admin,
+            Member::group("me").unwrap(),
+        )
+        .unwrap();
+    assert!(
+        from_docs
+            .may(revoked_key, Action::Read, Resource::Database("photos"))
+            .allowed
+    );
+    from_docs.insert(revocation).unwrap();
+    assert_eq!(from_docs.to_documents().len(), 4);
+    assert!(
+        !from_docs
+            .may(revoked_key, Action::Read, Resource::Database("photos"))
+            .allowed
+    );
 }
 
 #[test]
 fn round_trips_are_exact() {
     let blocks = readme_json_blocks();
-    let policy = Policy::from_json(owner(), &blocks[2]).unwrap();
+    let policy = Policy::from_json(owner(), &blocks[3]).unwrap();
     let text = policy.to_json();
     let again = Policy::from_json(owner(), &text).unwrap();
     assert_eq!(again, policy);
@@ -147,13 +173,13 @@ fn document_cases() -> Vec<(Value, &'static str, Option<&'static str>, &'static 
             json!({"v": 1}),
             "policy document",
             Some("type"),
-            "missing; expected \"acl\" or \"group\"",
+            "missing; expected \"acl\", \"group\" or \"revocation\"",
         ),
         (
             json!({"type": "user", "v": 1}),
             "policy document",
             Some("type"),
-            "expected \"acl\" or \"group\", found \"user\"",
+            "expected \"acl\", \"group\" or \"revocation\", found \"user\"",
         ),
         (
             json!({"type": 7, "v": 1}),

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use acls_and_groups::{
     AclScope, Action, DbAcl, DbName, Decision, Group, GroupName, KeyId, Member, Policy,
-    PolicyDocument, Principal, Reason, Resource, Right, Via,
+    PolicyDocument, Principal, Reason, Resource, Revocation, Right, Via,
 };
 use proptest::prelude::*;
 use serde_json::Value;
@@ -400,6 +400,72 @@ proptest! {
         let mut restored = revoked;
         prop_assert!(restored.add_member(&group, removed).unwrap());
         prop_assert_eq!(decisions(&restored), before);
+    }
+
+    /// A revocation wins every conflict: whatever groups and ACLs the revoked key's own edits
+    /// hold, whichever side wins each document's CouchDB conflict, and in whatever order the
+    /// documents load, the revoked key may do nothing and everyone else is decided exactly as
+    /// without the revocation; revocations merge as a union in any order.
+    #[test]
+    fn a_revocation_wins_every_conflict(
+        ours in spec(),
+        theirs in spec(),
+        victim in 1..KEYS,
+        winners in prop::collection::vec(any::<bool>(), 16),
+        rotate in 0..16usize,
+        at in (0u64..3, 0u64..3),
+    ) {
+        let ours = build(&ours);
+        let theirs = build(&theirs);
+        let values = |p: &Policy| -> std::collections::BTreeMap<String, Value> {
+            p.to_documents().iter().map(|d| (d.id(), d.to_value())).collect()
+        };
+        let (ours, theirs) = (values(&ours), values(&theirs));
+        let ids: BTreeSet<&String> = ours.keys().chain(theirs.keys()).collect();
+        let mut merged: Vec<Value> = ids
+            .iter()
+            .enumerate()
+            .filter_map(|(i, id)| {
+                let (first, second) = if winners[i % winners.len()] {
+                    (&ours, &theirs)
+                } else {
+                    (&theirs, &ours)
+                };
+                first.get(*id).or_else(|| second.get(*id)).cloned()
+            })
+            .collect();
+        let without = Policy::from_documents(key(OWNER), &merged).unwrap();
+        // Two devices revoked the victim concurrently: two records of one document id, one
+        // of which CouchDB shows; a device that saw both merges them.
+        let by_owner = Revocation::new(key(victim), key(OWNER), at.0);
+        let by_other = Revocation::new(key(victim), key(KEYS), at.1);
+        let shown = if winners[0] { &by_owner } else { &by_other };
+        merged.push(PolicyDocument::Revocation(shown.clone()).to_value());
+        let n = rotate % merged.len();
+        merged.rotate_left(n);
+        let mut with = Policy::from_documents(key(OWNER), &merged).unwrap();
+        let expected = allowed(&without);
+        let mut i = 0;
+        ask_all(|p, a, r| {
+            let d = with.may(p, a, r);
+            if p == Principal::Key(key(victim)) {
+                prop_assert!(!d.allowed, "the revoked key: {} {:?}: {}", a, r, d);
+                prop_assert!(matches!(d.reason, Reason::Revoked { .. }), "{}", d);
+            } else {
+                prop_assert_eq!(d.allowed, expected[i], "{} {} {:?}: {}", p, a, r, d);
+            }
+            i += 1;
+            Ok(())
+        })
+        .into_iter()
+        .collect::<Result<Vec<()>, TestCaseError>>()?;
+        let mut other_order = with.clone();
+        with.merge_revocations([&by_owner, &by_other]).unwrap();
+        other_order.merge_revocations([&by_other, &by_owner]).unwrap();
+        prop_assert_eq!(&with, &other_order);
+        prop_assert_eq!(with.revocation(&key(victim)), Some(&by_owner.merge(&by_other)));
+        prop_assert_eq!(with.remove(&format!("revoked:{}", key(victim))), None);
+        prop_assert!(with.is_revoked(&Principal::Key(key(victim))));
     }
 
     /// JSON (whole-policy and per-document, in any order) round-trips to an equal policy that

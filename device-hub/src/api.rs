@@ -11,6 +11,7 @@
 //! | `POST /_hub/api/pair/start` `{url, kind}` | owner or admin | pairs with a hub; answers the code |
 //! | `POST /_hub/api/pair/confirm` `{code}` | owner or admin | confirms a pairing showing that code |
 //! | `POST /_hub/api/grant`, `/_hub/api/revoke` `{db, member, right}` (`view: "DDOC/VIEW"` for a view's read grant) | owner or admin | changes the ACL |
+//! | `POST /_hub/api/revoke-key` `{key}` | owner or admin | revokes a key for good (a lost device): 400 for a malformed key id or this hub's own, 404 for a key the hub does not know |
 //! | `POST /_hub/api/replicate` `{peer, db?}` | owner or admin | one-shot sync; progress as JSON lines |
 //! | `POST /_hub/api/compact/{db}` | owner or admin | compacts a database |
 //!
@@ -111,8 +112,13 @@ fn admin(hub: &Hub, parts: &Parts) -> ApiResult<()> {
     })
 }
 
-fn peer_key(parts: &Parts) -> ApiResult<KeyId> {
+fn peer_key(hub: &Hub, parts: &Parts) -> ApiResult<KeyId> {
     match parts.extensions.get::<Peer>() {
+        Some(Peer::Key(k)) if hub.is_revoked(k) => Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("key:{k} was revoked: this hub serves it nothing"),
+        )),
         Some(Peer::Key(k)) => Ok(*k),
         _ => Err(ApiError(
             StatusCode::UNAUTHORIZED,
@@ -168,6 +174,7 @@ pub fn router(hub: Arc<Hub>) -> Router<()> {
         .route("/_hub/api/pair/confirm", post(pair_confirm))
         .route("/_hub/api/grant", post(grant))
         .route("/_hub/api/revoke", post(revoke))
+        .route("/_hub/api/revoke-key", post(revoke_key))
         .route("/_hub/api/replicate", post(replicate))
         .route("/_hub/api/compact/{db}", post(compact))
         .with_state(hub)
@@ -181,13 +188,13 @@ async fn card(State(hub): State<Arc<Hub>>) -> ApiResult<Response> {
 }
 
 async fn pair_commit(State(hub): State<Arc<Hub>>, parts: Parts, body: Body) -> ApiResult<Response> {
-    let peer = peer_key(&parts)?;
+    let peer = peer_key(&hub, &parts)?;
     let body = body_json(body).await?;
     Ok(json_ok(pairing::on_commit(&hub, peer, &body)?))
 }
 
 async fn pair_reveal(State(hub): State<Arc<Hub>>, parts: Parts, body: Body) -> ApiResult<Response> {
-    let peer = peer_key(&parts)?;
+    let peer = peer_key(&hub, &parts)?;
     let body = body_json(body).await?;
     Ok(json_ok(pairing::on_reveal(&hub, peer, &body)?))
 }
@@ -274,7 +281,7 @@ pub fn status_json(hub: &Hub) -> anyhow::Result<Value> {
         if let Some(g) = policy.group(group) {
             for m in &g.members {
                 if let Member::Key(k) = m {
-                    if *k == hub.key_id() {
+                    if *k == hub.key_id() || hub.is_revoked(k) {
                         continue;
                     }
                     let card = hub.card_of(k);
@@ -300,6 +307,21 @@ pub fn status_json(hub: &Hub) -> anyhow::Result<Value> {
             "local_only": hub.config.local_only.contains(&name),
         }));
     }
+    let name_of = |key: &KeyId| -> Option<String> {
+        if *key == hub.key_id() {
+            Some(hub.config.name.clone())
+        } else {
+            hub.card_of(key).map(|c| c.name().to_owned())
+        }
+    };
+    let revoked: Vec<Value> = policy
+        .revocations()
+        .filter(|r| r.key != hub.key_id())
+        .map(|r| crate::revocation::status_entry(r, name_of))
+        .collect();
+    let revoked_self = policy
+        .revocation(&hub.key_id())
+        .map(|r| crate::revocation::status_entry(r, name_of));
     Ok(json!({
         "identity": {
             "key_id": hub.key_id().to_string(),
@@ -307,8 +329,10 @@ pub fn status_json(hub: &Hub) -> anyhow::Result<Value> {
             "endpoints": card.endpoints().iter().map(ToString::to_string).collect::<Vec<_>>(),
             "browser_key_id": hub.browser.key_id().to_string(),
             "card": card.to_json(),
+            "revoked": revoked_self,
         },
         "peers": peers,
+        "revoked": revoked,
         "replication": hub.replication.rows(hub),
         "databases": dbs,
         "pairings": hub.pairing.pending(),
@@ -427,6 +451,51 @@ async fn revoke(State(hub): State<Arc<Hub>>, parts: Parts, body: Body) -> ApiRes
     Ok(json_ok(acl_change(&hub, &body, false)?))
 }
 
+/// `POST /_hub/api/revoke-key` `{"key": KEYID}` (or `key:KEYID`): revokes the key for good in
+/// the replicated policy. Answers `{ok, changed, key, by, at}`.
+async fn revoke_key(State(hub): State<Arc<Hub>>, parts: Parts, body: Body) -> ApiResult<Response> {
+    admin(&hub, &parts)?;
+    let body = body_json(body).await?;
+    let text = text(&body, "key")?;
+    let key: KeyId = text
+        .strip_prefix("key:")
+        .unwrap_or(text)
+        .parse()
+        .map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("{text:?} is not a key id (52 base32 characters, or key:ID): {e}"),
+            )
+        })?;
+    if key == hub.key_id() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!(
+                "{key} is this hub's own key: a device cannot revoke itself (revoke it from another of your devices)"
+            ),
+        ));
+    }
+    if !crate::revocation::named_in(&hub.policy(), &key) && hub.card_of(&key).is_none() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "{key} is not known to this hub: no paired device, friend, app or grant has that key (`device-hub status` lists the peers)"
+            ),
+        ));
+    }
+    let (changed, revocation) = hub.revoke_key(key)?;
+    Ok(json_ok(json!({
+        "ok": true,
+        "changed": changed,
+        "key": revocation.key.to_string(),
+        "by": revocation.by.to_string(),
+        "at": revocation.at,
+    })))
+}
+
 async fn compact(
     State(hub): State<Arc<Hub>>,
     parts: Parts,
@@ -467,6 +536,13 @@ async fn replicate(State(hub): State<Arc<Hub>>, parts: Parts, body: Body) -> Api
             url.key_id()
         }
     };
+    if hub.is_revoked(&peer) {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{peer} was revoked: this hub no longer replicates with it"),
+        ));
+    }
     let card = hub.card_of(&peer).ok_or_else(|| {
         ApiError(
             StatusCode::NOT_FOUND,

@@ -12,7 +12,9 @@
 //! | create or delete a database, `_compact`, `_revs_limit` | admin |
 //! | `_replicate`, `_active_tasks` | the owner |
 //!
-//! Anonymous callers are answered 401, identified ones 403, both with the policy's explanation.
+//! A revoked key (`device-hub revoke KEYID`) gets 403 for everything, server info included
+//! (the listener refuses it in the TLS handshake before it gets here). Anonymous callers are
+//! answered 401, identified ones 403, both with the policy's explanation.
 //! Design-document functions (`validate_doc_update`, filters) see the caller as CouchDB's
 //! `userCtx`: `name` its key id, `roles` its groups (and `_admin` for admins and the owner).
 
@@ -170,6 +172,9 @@ impl Authorize for HubAuth {
     fn authorize(&self, parts: &Parts, op: &Operation<'_>) -> Decision {
         let who = principal(&self.hub, parts);
         let policy = self.hub.policy();
+        if policy.is_revoked(&who) {
+            return Decision::Forbidden(format!("{who} was revoked: this hub serves it nothing"));
+        }
         let owner = policy.is_owner(&who);
         let result = match *op {
             Operation::Server | Operation::ListDbs => Ok(()),

@@ -90,6 +90,11 @@ pub struct CloudPeer {
     /// The server key's pin (base64 SHA-256 of its SubjectPublicKeyInfo); none: the web PKI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin_sha256: Option<String>,
+    /// An end-to-end encrypted backup (`device-hub backup add`, see [`crate::backup`]): the
+    /// databases go to the server only as sealed documents, under the key in
+    /// `DATA/cloud/NAME.backup-key`; always push.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
 }
 
 impl CloudPeer {
@@ -124,6 +129,14 @@ impl CloudPeer {
         }
         if let Some(pin) = &self.pin_sha256 {
             parse_pin(pin).with_context(|| format!("cloud {}: pin_sha256", self.name))?;
+        }
+        if self.encrypted {
+            if self.direction != CloudDirection::Push {
+                bail!("backup {}: an encrypted backup only pushes", self.name);
+            }
+            if self.databases.is_empty() {
+                bail!("backup {}: name the databases to back up", self.name);
+            }
         }
         Ok(())
     }
@@ -192,24 +205,33 @@ fn load_secret(layout: &Layout, name: &str) -> Result<String> {
 
 /// A remote endpoint for `db` on cloud peer `peer`.
 pub fn remote(layout: &Layout, peer: &CloudPeer, db: &str) -> Result<Endpoint> {
+    Ok(Endpoint::Remote(Arc::new(remote_client(layout, peer, db)?)))
+}
+
+/// A client of database `db` on cloud peer `peer`: its TLS and its credentials (the password
+/// from `DATA/cloud/NAME.secret`).
+pub fn remote_client(layout: &Layout, peer: &CloudPeer, db: &str) -> Result<Remote> {
+    let password = match peer.auth {
+        CloudAuth::None => None,
+        CloudAuth::Basic | CloudAuth::Cookie => Some(load_secret(layout, &peer.name)?),
+    };
+    remote_client_with(peer, db, password.as_deref())
+}
+
+/// [`remote_client`] with the password given.
+pub fn remote_client_with(peer: &CloudPeer, db: &str, password: Option<&str>) -> Result<Remote> {
     peer.validate()?;
     let root = url_root(&peer.url)?;
     let url = format!("{root}{}", couch_db_path(db));
     let connector = Arc::new(CloudTls::new(peer.pin_sha256.as_deref())?);
-    let mut remote = Remote::new(&url, connector, Arc::new(TokioClock))?;
+    let remote = Remote::new(&url, connector, Arc::new(TokioClock))?;
     let user = peer.user.clone().unwrap_or_default();
-    match peer.auth {
-        CloudAuth::None => {}
-        CloudAuth::Basic => {
-            let password = load_secret(layout, &peer.name)?;
-            remote = remote.with_basic_auth(&user, &password);
-        }
-        CloudAuth::Cookie => {
-            let password = load_secret(layout, &peer.name)?;
-            remote = remote.with_session(&user, &password);
-        }
-    }
-    Ok(Endpoint::Remote(Arc::new(remote)))
+    let password = password.unwrap_or_default();
+    Ok(match peer.auth {
+        CloudAuth::None => remote,
+        CloudAuth::Basic => remote.with_basic_auth(&user, password),
+        CloudAuth::Cookie => remote.with_session(&user, password),
+    })
 }
 
 /// TLS to a cloud server: the web PKI, or a pinned key.
@@ -338,6 +360,7 @@ mod tests {
             auth: CloudAuth::Cookie,
             user: Some("alice".into()),
             pin_sha256: None,
+            encrypted: false,
         }
     }
 

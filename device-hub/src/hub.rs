@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use acls_and_groups::{AclScope, GroupName, Member, Policy, Right};
+use acls_and_groups::{
+    AclScope, GroupName, Member, Policy, Principal, REVOCATION_PREFIX, Revocation, Right,
+};
 use anyhow::{Context, Result, anyhow};
 use couch_sync::{AllDocsQuery, AllDocsRow, Database, DocUpdate, GetOptions, Store, StoreConfig};
 use public_key_identity::httpkey::Host;
@@ -52,6 +54,8 @@ pub struct Hub {
     /// The databases.
     pub store: Store,
     policy: RwLock<Arc<Policy>>,
+    /// Bumped whenever the live policy is replaced (the listener cuts revoked keys on it).
+    policy_changes: tokio::sync::watch::Sender<u64>,
     /// Browser sessions of the owner: session id → expiry (ms).
     pub sessions: Mutex<HashMap<String, u64>>,
     /// One-time UI login tokens: token → expiry (ms).
@@ -86,6 +90,7 @@ impl Hub {
             browser: Arc::new(browser),
             store,
             policy: RwLock::new(Arc::new(Policy::new(owner))),
+            policy_changes: tokio::sync::watch::Sender::new(0),
             sessions: Mutex::new(HashMap::new()),
             ui_tokens: Mutex::new(HashMap::new()),
             pairing: crate::pairing::Pairings::default(),
@@ -108,6 +113,47 @@ impl Hub {
             .read()
             .map(|p| p.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// A receiver that sees a new value whenever the live policy was replaced.
+    pub fn policy_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.policy_changes.subscribe()
+    }
+
+    /// Whether `key` was revoked (and is not this device's own key, which is never refused
+    /// here): the hub then serves it nothing and replicates nothing with it.
+    pub fn is_revoked(&self, key: &KeyId) -> bool {
+        self.policy().is_revoked(&Principal::Key(*key))
+    }
+
+    /// Revokes `key` (a lost device's, say) in the replicated policy, as revoked by this
+    /// device now. Returns whether that changed anything (a key revoked before keeps its first
+    /// record) and the revocation in force. Refuses this device's own key.
+    pub fn revoke_key(&self, key: KeyId) -> Result<(bool, Revocation)> {
+        let revocation = Revocation::new(key, self.key_id(), now_millis());
+        let mut changed = false;
+        self.update_policy(|policy| {
+            changed = policy.revoke_key(revocation.clone())?;
+            Ok(())
+        })?;
+        let current = self.policy().revocation(&key).cloned();
+        if changed {
+            tracing::warn!(%key, "key revoked: refused from now on, on every device of this person once they sync");
+        }
+        Ok((changed, current.unwrap_or(revocation)))
+    }
+
+    /// Makes `policy` the live policy, keeping every revocation of the one it replaces (a
+    /// save from a copy taken before a revocation replicated in must not drop it).
+    fn set_live(&self, mut policy: Policy) {
+        let mut current = self.policy.write().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = policy.merge_revocations(current.revocations()) {
+            tracing::error!(error = %e, "revocations not merged; keeping the previous policy");
+            return;
+        }
+        *current = Arc::new(policy);
+        drop(current);
+        self.policy_changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Where peers reach this hub.
@@ -145,21 +191,37 @@ impl Hub {
     }
 
     /// Rebuilds the in-memory policy from the policy database. An invalid document (say, from a
-    /// newer version on another device) keeps the previous policy, and is logged.
+    /// newer version on another device) keeps the previous policy, and is logged; the
+    /// revocations among the documents apply even then.
+    ///
+    /// Revocations only accumulate: those of the previous policy and those this device
+    /// remembers ([`crate::revocation`]) are merged in, and any missing from the database are
+    /// put back.
     pub fn reload_policy(&self) -> Result<()> {
         let docs = self.policy_docs()?;
-        let values: Vec<Value> = docs.values().cloned().collect();
-        match Policy::from_documents(self.key_id(), values.iter()) {
-            Ok(policy) => {
-                if let Ok(mut current) = self.policy.write() {
-                    *current = Arc::new(policy);
-                }
-                Ok(())
-            }
+        let previous = self.policy();
+        let (mut policy, invalid) = match Policy::from_documents(self.key_id(), docs.values()) {
+            Ok(policy) => (policy, None),
             Err(e) => {
-                tracing::error!(error = %e, "the policy database holds an invalid document; keeping the previous policy");
-                Err(anyhow!("invalid policy document: {e}"))
+                tracing::error!(error = %e, "the policy database holds an invalid document; keeping the previous policy (with the revocations of the database)");
+                let mut policy = (*previous).clone();
+                policy.merge_revocations(&crate::revocation::revocations_in(docs.values()))?;
+                (policy, Some(e))
             }
+        };
+        policy.merge_revocations(previous.revocations())?;
+        let db = self.db(POLICY_DB)?;
+        policy.merge_revocations(&crate::revocation::remembered(&db))?;
+        if let Err(e) = crate::revocation::reassert(&db, &policy, &docs) {
+            tracing::warn!(error = %format!("{e:#}"), "could not put a revocation back into the policy database");
+        }
+        if let Err(e) = crate::revocation::remember(&db, &policy) {
+            tracing::warn!(error = %format!("{e:#}"), "could not record the revocations");
+        }
+        self.set_live(policy);
+        match invalid {
+            Some(e) => Err(anyhow!("invalid policy document: {e}")),
+            None => Ok(()),
         }
     }
 
@@ -185,7 +247,8 @@ impl Hub {
     }
 
     /// Writes `policy` into the policy database (only the documents that changed) and makes it
-    /// the live policy.
+    /// the live policy. Revocation documents are only ever added: one already stored is left as
+    /// it is, and none is deleted.
     pub fn save_policy(&self, policy: &Policy) -> Result<()> {
         let db = self.db(POLICY_DB)?;
         let existing = self.policy_docs()?;
@@ -197,7 +260,8 @@ impl Hub {
         for (id, value) in &wanted {
             let current = existing.get(id);
             let same = current.is_some_and(|c| strip_meta(c) == strip_meta(value));
-            if same {
+            let revocation_stored = id.starts_with(REVOCATION_PREFIX) && current.is_some();
+            if same || revocation_stored {
                 continue;
             }
             let mut body = match value {
@@ -221,7 +285,7 @@ impl Hub {
             )?;
         }
         for (id, doc) in &existing {
-            if !wanted.contains_key(id) {
+            if !wanted.contains_key(id) && !id.starts_with(REVOCATION_PREFIX) {
                 let rev = doc
                     .get("_rev")
                     .and_then(Value::as_str)
@@ -238,9 +302,10 @@ impl Hub {
                 )?;
             }
         }
-        if let Ok(mut current) = self.policy.write() {
-            *current = Arc::new(policy.clone());
+        if let Err(e) = crate::revocation::remember(&db, policy) {
+            tracing::warn!(error = %format!("{e:#}"), "could not record the revocations");
         }
+        self.set_live(policy.clone());
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 
 mod api;
 mod authz;
+mod backup;
 mod client;
 mod cloud;
 mod config;
@@ -13,6 +14,7 @@ mod hub;
 mod listener;
 mod pairing;
 mod replication;
+mod revocation;
 mod tls;
 mod ui;
 
@@ -72,14 +74,25 @@ enum Command {
         /// `read`, `write` or `admin`.
         right: String,
     },
-    /// Take a right back.
+    /// Take a right back (`revoke DB MEMBER RIGHT`), or revoke a lost device's key for good
+    /// (`revoke KEYID`).
+    ///
+    /// With one argument, the key (of a lost or stolen device, a friend or an app) is revoked
+    /// in the replicated policy: every one of your devices refuses it after its next sync —
+    /// in the TLS handshake, for every request — stops replicating with it, and lists it on
+    /// the status page. It cannot be undone (the device needs a new key), and a device cannot
+    /// revoke its own key: do it from another of your devices.
+    #[command(override_usage = "device-hub revoke DB MEMBER RIGHT\n       device-hub revoke KEYID")]
     Revoke {
-        /// Database name, `*`, or `DB/DDOC/VIEW`.
+        /// Database name, `*`, or `DB/DDOC/VIEW`; or, alone, the key id to revoke (`KEYID` or
+        /// `key:KEYID`).
+        #[arg(value_name = "DB|KEYID")]
         db: String,
         /// As for `grant`.
-        member: String,
+        #[arg(requires = "right")]
+        member: Option<String>,
         /// `read`, `write` or `admin`.
-        right: String,
+        right: Option<String>,
     },
     /// Pair with another of your devices (`httpkey://…`), or confirm a pairing by its code.
     Pair {
@@ -117,6 +130,87 @@ enum Command {
         #[command(subcommand)]
         command: CloudCommand,
     },
+    /// End-to-end encrypted backups to a server that cannot read them.
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
+    /// Restore every database of an encrypted backup into this hub's store (with the hub
+    /// stopped): the recovery words and the server's URL are all it takes.
+    Restore {
+        /// The server's root URL, `https://HOST[:PORT]/`.
+        url: String,
+        /// A file holding the 24 recovery words; without it they are read from standard input.
+        #[arg(long)]
+        words_file: Option<PathBuf>,
+        #[command(flatten)]
+        login: CloudLogin,
+    },
+}
+
+/// How to reach a cloud server: credentials and the server key's pin.
+#[derive(clap::Args)]
+struct CloudLogin {
+    /// The user name (HTTP basic authentication, or the `_session` login with --cookie).
+    #[arg(long)]
+    user: Option<String>,
+    /// A file holding the password (its first line).
+    #[arg(long, requires = "user")]
+    password_file: Option<PathBuf>,
+    /// Log in through `_session` and send the cookie (CouchDB's cookie authentication).
+    #[arg(long, requires = "user")]
+    cookie: bool,
+    /// Accept only the server key with this pin (base64 SHA-256 of its SubjectPublicKeyInfo)
+    /// instead of the web PKI.
+    #[arg(long)]
+    pin: Option<String>,
+}
+
+impl CloudLogin {
+    fn auth(&self) -> cloud::CloudAuth {
+        match (&self.user, self.cookie) {
+            (None, _) => cloud::CloudAuth::None,
+            (Some(_), false) => cloud::CloudAuth::Basic,
+            (Some(_), true) => cloud::CloudAuth::Cookie,
+        }
+    }
+
+    /// The password from `--password-file`, required with `--user`.
+    fn password(&self) -> Result<Option<String>> {
+        if self.user.is_none() {
+            return Ok(None);
+        }
+        let Some(file) = &self.password_file else {
+            bail!("--user needs --password-file (the password is not taken on the command line)");
+        };
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let password = text.lines().next().unwrap_or_default();
+        if password.is_empty() {
+            bail!("{} holds no password", file.display());
+        }
+        Ok(Some(password.to_owned()))
+    }
+}
+
+#[derive(Subcommand)]
+enum BackupCommand {
+    /// Back databases up, sealed, to a server (a stock CouchDB); prints the recovery words
+    /// once. A running hub starts within seconds; `device-hub cloud list|remove` manage it.
+    Add {
+        /// A short name (letters, digits, '-', '_').
+        name: String,
+        /// The server's root URL, `https://HOST[:PORT]/`.
+        url: String,
+        /// The databases to back up.
+        #[arg(required = true)]
+        databases: Vec<String>,
+        /// Run once every SECS seconds instead of on every change.
+        #[arg(long, value_name = "SECS")]
+        every: Option<u64>,
+        #[command(flatten)]
+        login: CloudLogin,
+    },
 }
 
 #[derive(Subcommand)]
@@ -139,19 +233,9 @@ enum CloudCommand {
         /// Run once every SECS seconds instead of continuously.
         #[arg(long, value_name = "SECS")]
         every: Option<u64>,
-        /// The user name (HTTP basic authentication, or the `_session` login with --cookie).
-        #[arg(long)]
-        user: Option<String>,
-        /// A file holding the password (its first line); kept in DATA/cloud/NAME.secret (0600).
-        #[arg(long, requires = "user")]
-        password_file: Option<PathBuf>,
-        /// Log in through `_session` and send the cookie (CouchDB's cookie authentication).
-        #[arg(long, requires = "user")]
-        cookie: bool,
-        /// Accept only the server key with this pin (base64 SHA-256 of its
-        /// SubjectPublicKeyInfo) instead of the web PKI.
-        #[arg(long)]
-        pin: Option<String>,
+        /// Credentials (the password is kept in DATA/cloud/NAME.secret, 0600) and pin.
+        #[command(flatten)]
+        login: CloudLogin,
     },
     /// List the cloud peers.
     List,
@@ -252,7 +336,16 @@ async fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Revoke { db, member, right } => {
+        Command::Revoke {
+            db: key,
+            member: None,
+            right: None,
+        } => revoke_key(&layout, &key).await,
+        Command::Revoke {
+            db,
+            member: Some(member),
+            right: Some(right),
+        } => {
             let client = local_client(&layout)?;
             let r = client
                 .ok(
@@ -270,6 +363,9 @@ async fn run(cli: Cli) -> Result<()> {
                 }
             );
             Ok(())
+        }
+        Command::Revoke { .. } => {
+            bail!("give DB MEMBER RIGHT to take a right back, or a KEYID alone to revoke a key")
         }
         Command::Pair {
             url,
@@ -305,11 +401,176 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Cloud { command } => cloud_command(&layout, command),
+        Command::Backup {
+            command:
+                BackupCommand::Add {
+                    name,
+                    url,
+                    databases,
+                    every,
+                    login,
+                },
+        } => backup_add(&layout, name, url, databases, every, &login),
+        Command::Restore {
+            url,
+            words_file,
+            login,
+        } => restore(&layout, url, words_file, &login).await,
     }
 }
 
+fn backup_add(
+    layout: &Layout,
+    name: String,
+    url: String,
+    databases: Vec<String>,
+    every: Option<u64>,
+    login: &CloudLogin,
+) -> Result<()> {
+    if let Some(db) = databases.iter().find(|db| hub::is_internal_db(db)) {
+        bail!("{db} is the hub's own database: it is never sent to a cloud");
+    }
+    let mut config = layout.load_config(None)?;
+    let peer = cloud::CloudPeer {
+        name: name.clone(),
+        url: url.clone(),
+        databases: databases.clone(),
+        direction: cloud::CloudDirection::Push,
+        every_secs: every.unwrap_or(0),
+        auth: login.auth(),
+        user: login.user.clone(),
+        pin_sha256: login.pin.clone(),
+        encrypted: true,
+    };
+    peer.validate()?;
+    if let Some(password) = login.password()? {
+        cloud::store_secret(layout, &name, &password)?;
+    }
+    let kept = backup::key_path(layout, &name).exists();
+    let words = if kept {
+        None
+    } else {
+        let secret = couch_sync::replicate::backup::BackupKey::generate_secret()?;
+        backup::store_key(layout, &name, &secret)?;
+        Some(backup::words(&secret)?)
+    };
+    config.cloud.retain(|c| c.name != name);
+    config.cloud.push(peer);
+    layout.save_config(&config)?;
+    println!(
+        "backup {name} added: {} to {url}, sealed",
+        databases.join(", ")
+    );
+    match words {
+        None => println!(
+            "It keeps the key it already had (its recovery words were shown when it was first added)."
+        ),
+        Some(words) => {
+            println!(
+                "\nRECOVERY WORDS: write these 24 words down and keep them away from this device.\n\
+                 They are shown only now. With them and the server's URL, `device-hub restore`\n\
+                 brings these databases back on a new device; without them nobody can read the\n\
+                 backup, the server's operator included.\n"
+            );
+            for (i, chunk) in words.split(' ').collect::<Vec<_>>().chunks(6).enumerate() {
+                let line: Vec<String> = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(j, w)| format!("{:>2}. {w:<9}", i * 6 + j + 1))
+                    .collect();
+                println!("  {}", line.join(" "));
+            }
+            println!(
+                "\n{}",
+                public_key_identity::qr::to_terminal(words.as_bytes())?
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn restore(
+    layout: &Layout,
+    url: String,
+    words_file: Option<PathBuf>,
+    login: &CloudLogin,
+) -> Result<()> {
+    use couch_sync::replicate::backup::{Backup, BackupKey};
+    let text = match &words_file {
+        Some(file) => {
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+        }
+        None => {
+            eprintln!("The 24 recovery words (then Enter, and Ctrl-D):");
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+            text
+        }
+    };
+    let secret = backup::secret_from_words(&text)?;
+    let peer = cloud::CloudPeer {
+        name: "restore".into(),
+        url: url.clone(),
+        databases: Vec::new(),
+        direction: cloud::CloudDirection::Pull,
+        every_secs: 0,
+        auth: login.auth(),
+        user: login.user.clone(),
+        pin_sha256: login.pin.clone(),
+        encrypted: false,
+    };
+    peer.validate()?;
+    let key = BackupKey::from_secret(&secret)?;
+    let remote = cloud::remote_client_with(&peer, key.cloud_db(), login.password()?.as_deref())?;
+    let store = couch_sync::Store::open(layout.store(), couch_sync::StoreConfig::default())
+        .with_context(|| {
+            format!(
+                "opening the store in {} (is the hub running? stop it first)",
+                layout.store().display()
+            )
+        })?;
+    let started = std::time::Instant::now();
+    let backup = Backup::new(Arc::new(key), Arc::new(remote), store.tmp_dir());
+    let mut shown = 0;
+    let report = backup
+        .restore(&store, |r| {
+            if r.docs >= shown + 1000 {
+                shown = r.docs;
+                eprintln!("  {} documents restored", r.docs);
+            }
+        })
+        .await?;
+    println!(
+        "restored {} documents into {} ({}) in {:.1} s",
+        report.docs,
+        report.databases.join(", "),
+        report.databases.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if !report.tampered.is_empty() {
+        let shown: Vec<&str> = report
+            .tampered
+            .iter()
+            .take(10)
+            .map(String::as_str)
+            .collect();
+        bail!(
+            "{} backup documents did not authenticate — tampered with or damaged on the \
+             server — and were not imported: {}{}",
+            report.tampered.len(),
+            shown.join(", "),
+            if report.tampered.len() > 10 {
+                ", …"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
+
 fn cloud_command(layout: &Layout, command: CloudCommand) -> Result<()> {
-    use cloud::{CloudAuth, CloudDirection, CloudPeer};
+    use cloud::{CloudDirection, CloudPeer};
     let mut config = layout.load_config(None)?;
     match command {
         CloudCommand::Add {
@@ -319,19 +580,11 @@ fn cloud_command(layout: &Layout, command: CloudCommand) -> Result<()> {
             push,
             pull,
             every,
-            user,
-            password_file,
-            cookie,
-            pin,
+            login,
         } => {
             if let Some(db) = databases.iter().find(|db| hub::is_internal_db(db)) {
                 anyhow::bail!("{db} is the hub's own database: it is never replicated to a cloud");
             }
-            let auth = match (&user, cookie) {
-                (None, _) => CloudAuth::None,
-                (Some(_), false) => CloudAuth::Basic,
-                (Some(_), true) => CloudAuth::Cookie,
-            };
             let peer = CloudPeer {
                 name: name.clone(),
                 url,
@@ -342,24 +595,14 @@ fn cloud_command(layout: &Layout, command: CloudCommand) -> Result<()> {
                     _ => CloudDirection::Both,
                 },
                 every_secs: every.unwrap_or(0),
-                auth,
-                user,
-                pin_sha256: pin,
+                auth: login.auth(),
+                user: login.user.clone(),
+                pin_sha256: login.pin.clone(),
+                encrypted: false,
             };
             peer.validate()?;
-            if auth != CloudAuth::None {
-                let Some(file) = password_file else {
-                    anyhow::bail!(
-                        "--user needs --password-file (the password is not taken on the command line)"
-                    );
-                };
-                let text = std::fs::read_to_string(&file)
-                    .with_context(|| format!("reading {}", file.display()))?;
-                let password = text.lines().next().unwrap_or_default();
-                if password.is_empty() {
-                    anyhow::bail!("{} holds no password", file.display());
-                }
-                cloud::store_secret(layout, &name, password)?;
+            if let Some(password) = login.password()? {
+                cloud::store_secret(layout, &name, &password)?;
             }
             config.cloud.retain(|c| c.name != name);
             config.cloud.push(peer);
@@ -433,7 +676,12 @@ async fn serve(layout: Layout, listen: Option<SocketAddr>) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(hub.config.listen)
         .await
         .with_context(|| format!("listening on {}", hub.config.listen))?;
-    let tls = tls::server_config(&hub.device, &hub.browser)?;
+    // Revoked keys: refused in the handshake, and their open connections cut.
+    let refused: tls::Refused = {
+        let hub = hub.clone();
+        Arc::new(move |key: &public_key_identity::KeyId| hub.is_revoked(key))
+    };
+    let tls = tls::server_config(&hub.device, &hub.browser, refused.clone())?;
     // One stop signal for everything: on SIGINT/SIGTERM the replication manager cancels its
     // replications and open `_changes` feeds end, so the listener's drain has only short
     // requests left to finish.
@@ -487,7 +735,11 @@ async fn serve(layout: Layout, listen: Option<SocketAddr>) -> Result<()> {
         shutdown_signal().await;
         stop_tx.send_replace(true);
     });
-    listener::serve(listener, tls, app, stopping).await?;
+    let revoked = listener::Revoked {
+        changed: hub.policy_changes(),
+        refused,
+    };
+    listener::serve(listener, tls, app, stopping, revoked).await?;
     let _ = manager.await;
     let _ = watcher.await;
     tracing::info!("stopped");
@@ -658,6 +910,32 @@ async fn confirm_pairing(layout: &Layout, code: &str) -> Result<()> {
     Ok(())
 }
 
+/// `device-hub revoke KEYID`: the key id is checked here (so that a database name given alone
+/// says what the two forms are), then the hub revokes it.
+async fn revoke_key(layout: &Layout, key: &str) -> Result<()> {
+    let bare = key.strip_prefix("key:").unwrap_or(key);
+    if let Err(e) = bare.parse::<public_key_identity::KeyId>() {
+        bail!(
+            "{key:?} is not a key id ({e}); `revoke KEYID` revokes a device's key, \
+             `revoke DB MEMBER RIGHT` takes a right back"
+        );
+    }
+    let client = local_client(layout)?;
+    let r = client
+        .ok(
+            "POST",
+            "/_hub/api/revoke-key",
+            Some(&json!({ "key": bare })),
+        )
+        .await?;
+    if r["changed"] == Value::Bool(false) {
+        println!("{bare} was already revoked");
+    } else {
+        println!("{bare} revoked: refused by every one of your devices once they sync");
+    }
+    Ok(())
+}
+
 async fn replicate(layout: &Layout, peer: &str, db: Option<String>) -> Result<()> {
     let client = local_client(layout)?;
     let bar = indicatif::ProgressBar::new_spinner();
@@ -737,6 +1015,27 @@ fn print_status(s: &Value) {
                 .map(|ms| format!("{}s ago", hub::now_millis().saturating_sub(ms) / 1000))
                 .unwrap_or_else(|| "never".into()),
             r["last_error"].as_str().unwrap_or("")
+        );
+    }
+    for r in s["revoked"].as_array().into_iter().flatten() {
+        println!(
+            "revoked {:<20} {} by {} {}s ago",
+            r["name"].as_str().unwrap_or(""),
+            r["key_id"].as_str().unwrap_or(""),
+            r["by_name"]
+                .as_str()
+                .or_else(|| r["by"].as_str())
+                .unwrap_or(""),
+            hub::now_millis().saturating_sub(r["at"].as_u64().unwrap_or(0)) / 1000
+        );
+    }
+    if let Some(r) = s["identity"]["revoked"].as_object() {
+        println!(
+            "THIS DEVICE WAS REVOKED by {}: your other devices refuse it",
+            r.get("by_name")
+                .and_then(Value::as_str)
+                .or_else(|| r.get("by").and_then(Value::as_str))
+                .unwrap_or("")
         );
     }
     for d in s["databases"].as_array().into_iter().flatten() {

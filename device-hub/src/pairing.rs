@@ -13,7 +13,8 @@
 //! Nothing is trusted yet. Each hub's owner compares the codes and confirms on their own hub
 //! (`device-hub pair --confirm CODE` or the status page); a confirmed pairing stores the peer's
 //! card in the directory and adds its key to `me` (kind `me`) or `friends` (kind `friend`).
-//! Unconfirmed sessions expire after ten minutes; at most 32 are kept.
+//! Unconfirmed sessions expire after ten minutes; at most 32 are kept. A revoked key cannot pair
+//! again, either way: revocation is for good (the device needs a new key).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -143,8 +144,17 @@ fn message_from(value: &Value) -> Result<Message> {
     Ok(text.parse()?)
 }
 
+/// The refusal of a revoked key.
+fn refuse_revoked(hub: &Hub, peer: &KeyId) -> Result<()> {
+    if hub.is_revoked(peer) {
+        bail!("{peer} was revoked: it cannot pair again (a revoked device needs a new key)");
+    }
+    Ok(())
+}
+
 /// Peer side, step 1: a hub that proved `peer` in TLS starts an exchange.
 pub fn on_commit(hub: &Hub, peer: KeyId, body: &Value) -> Result<Value> {
+    refuse_revoked(hub, &peer)?;
     let card = card_from(body)?;
     if card.key_id() != peer {
         bail!(
@@ -208,6 +218,7 @@ pub async fn start(hub: &Hub, url: &HttpKeyUrl, kind: Kind) -> Result<(IdentityC
     if peer == hub.key_id() {
         bail!("that is this hub's own key");
     }
+    refuse_revoked(hub, &peer)?;
     let client = HubClient::new(url, &hub.device)?;
     let (mut initiator, commit) = Initiator::start(hub.key_id(), peer)?;
     let answer = client
@@ -264,6 +275,7 @@ pub fn confirm(hub: &Hub, code: &str) -> Result<(IdentityCard, Kind)> {
         sessions.remove(&key)
     });
     let session = found.ok_or_else(|| anyhow!("no pairing in progress shows code {code}"))?;
+    refuse_revoked(hub, &session.card.key_id())?;
     hub.store_card(&session.card)?;
     let member = Member::Key(session.card.key_id());
     hub.update_policy(|policy| {

@@ -114,6 +114,8 @@ pub struct Row {
 pub struct Manager {
     running: Mutex<BTreeMap<Job, Running>>,
     friend_dbs: Mutex<HashMap<KeyId, (u64, Vec<String>)>>,
+    /// Encrypted backups (`[[cloud]]` entries with `encrypted = true`).
+    backups: crate::backup::Backups,
 }
 
 impl Manager {
@@ -149,6 +151,7 @@ impl Manager {
                     stopped,
                 }
             })
+            .chain(self.backups.rows())
             .collect()
     }
 
@@ -158,6 +161,8 @@ impl Manager {
             r.replication.canceller().cancel();
             r.task.abort();
         }
+        drop(running);
+        self.backups.stop_all();
     }
 }
 
@@ -200,14 +205,22 @@ pub fn friend_db_name(friend: &KeyId, db: &str) -> String {
     format!("from-{}-{db}", &key[..8])
 }
 
+/// The keys of `group` this hub replicates with: not itself, and not a revoked key (its jobs
+/// stop at the next pass).
 fn members(hub: &Hub, group: &str) -> Vec<KeyId> {
-    hub.policy()
+    let policy = hub.policy();
+    policy
         .group(group)
         .map(|g| {
             g.members
                 .iter()
                 .filter_map(|m| match m {
-                    Member::Key(k) if *k != hub.key_id() => Some(*k),
+                    Member::Key(k)
+                        if *k != hub.key_id()
+                            && !policy.is_revoked(&acls_and_groups::Principal::Key(*k)) =>
+                    {
+                        Some(*k)
+                    }
                     _ => None,
                 })
                 .collect()
@@ -244,7 +257,7 @@ async fn friend_databases(hub: &Hub, friend: KeyId, url: &HttpKeyUrl) -> Vec<Str
     dbs
 }
 
-async fn desired(hub: &Hub) -> BTreeMap<Job, Target> {
+async fn desired(hub: &Arc<Hub>) -> BTreeMap<Job, Target> {
     let mut jobs = BTreeMap::new();
     let local_dbs = hub.store.all_dbs().unwrap_or_default();
     for peer in members(hub, "me") {
@@ -301,7 +314,8 @@ async fn desired(hub: &Hub) -> BTreeMap<Job, Target> {
             Vec::new()
         }
     };
-    for cloud in clouds {
+    hub.replication.backups.reconcile(hub, &clouds);
+    for cloud in clouds.into_iter().filter(|c| !c.encrypted) {
         let dbs: Vec<String> = if cloud.databases.is_empty() {
             local_dbs
                 .iter()

@@ -1,5 +1,6 @@
 //! TLS for the hub: the listener's config (the device's Ed25519 certificate, or its P-256 one for
-//! clients that cannot verify Ed25519 — web browsers — chosen per connection), and the
+//! clients that cannot verify Ed25519 — web browsers — chosen per connection; client
+//! certificates of revoked keys refused in the handshake), and the
 //! [`couch_sync::replicate::Connector`] through which replication and the CLI reach a
 //! hub: mutual TLS pinned to the peer's key id.
 
@@ -12,6 +13,11 @@ use public_key_identity::{ClientAuth, Identity, KeyId};
 use rustls::ServerConfig;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+
+/// Whether the hub refuses a key outright (a revoked key): asked in every handshake that
+/// presents a client certificate (it then fails with `certificate_revoked`), and of open
+/// connections when the policy changes.
+pub type Refused = public_key_identity::tls::KeyRefusal;
 
 /// Picks the device's Ed25519 certificate when the client can verify Ed25519 signatures, and
 /// the P-256 one (named in the identity card's `aliases`) otherwise.
@@ -45,17 +51,28 @@ fn certified(identity: &Identity) -> Result<Arc<CertifiedKey>> {
     )))
 }
 
-/// The listener's TLS config: client certificates optional (no certificate is `anonymous`).
-pub fn server_config(device: &Identity, browser: &Identity) -> Result<Arc<ServerConfig>> {
+/// The listener's TLS config: client certificates optional (no certificate is `anonymous`);
+/// a certificate whose key `refused` names fails the handshake.
+pub fn server_config(
+    device: &Identity,
+    browser: &Identity,
+    refused: Refused,
+) -> Result<Arc<ServerConfig>> {
     let resolver = ByAlgorithm {
         device: certified(device)?,
         browser: certified(browser)?,
     };
+    let verifier =
+        SelfSignedClientVerifier::new(ClientAuth::Optional).refusing(Arc::new(move |key| {
+            let refuse = refused(key);
+            if refuse {
+                tracing::info!(%key, "refused a revoked key in the TLS handshake");
+            }
+            refuse
+        }));
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(Arc::new(SelfSignedClientVerifier::new(
-            ClientAuth::Optional,
-        )))
+        .with_client_cert_verifier(Arc::new(verifier))
         .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))

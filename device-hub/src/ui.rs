@@ -76,6 +76,14 @@ addEventListener('DOMContentLoaded', () => {
     if (ms) td.textContent = new Date(ms).toLocaleString();
   }
 });
+async function revokeKey(ev) {
+  ev.preventDefault();
+  const key = document.getElementById('revoke-key').value.trim();
+  const out = document.getElementById('revoke-result');
+  if (!confirm('Revoke ' + key + ' for good? Every one of your devices will refuse this key once they sync; it cannot be undone.')) return;
+  try { await api('/_hub/api/revoke-key', {key}); location.reload(); }
+  catch (e) { out.innerHTML = '<span class="err"></span>'; out.firstChild.textContent = e.message; }
+}
 async function compact(db) {
   try { await api('/_hub/api/compact/' + encodeURIComponent(db)); location.reload(); }
   catch (e) { alert(e.message); }
@@ -107,7 +115,11 @@ pub async fn page(State(hub): State<Arc<Hub>>, parts: Parts) -> Response {
 }
 
 fn render(hub: &Hub) -> anyhow::Result<String> {
-    let status = status_json(hub)?;
+    render_status(&status_json(hub)?)
+}
+
+/// The page for the status JSON of `GET /_hub/api/status`.
+fn render_status(status: &Value) -> anyhow::Result<String> {
     let id = &status["identity"];
     let card = IdentityCard::from_json(id["card"].as_str().unwrap_or_default())?;
     let qr = card.to_qr_svg()?;
@@ -150,6 +162,16 @@ fn render(hub: &Hub) -> anyhow::Result<String> {
         }
         html.push_str("</table>");
     }
+    if let Some(r) = id["revoked"].as_object() {
+        html.push_str(&format!(
+            "<p class=err id=self-revoked>This device was revoked by {} — your other devices refuse it.</p>",
+            r.get("by_name")
+                .filter(|v| !v.is_null())
+                .or_else(|| r.get("by"))
+                .map(s)
+                .unwrap_or_default()
+        ));
+    }
     html.push_str(
         "<h2>Peers</h2><table id=peers><tr><th>Name</th><th>Kind</th><th>Key id</th></tr>",
     );
@@ -159,6 +181,22 @@ fn render(hub: &Hub) -> anyhow::Result<String> {
             s(&p["name"]),
             s(&p["kind"]),
             s(&p["key_id"])
+        ));
+    }
+    html.push_str("</table><h2>Revoked</h2><form onsubmit='revokeKey(event)'><input id=revoke-key placeholder='key id of a lost device (from Peers)' required> <button id=revoke-start>Revoke for good</button></form><p id=revoke-result></p>\
+        <table id=revoked><tr><th>Name</th><th>Key id</th><th>Revoked by</th><th>When</th></tr>");
+    let revoked = status["revoked"].as_array().cloned().unwrap_or_default();
+    if revoked.is_empty() {
+        html.push_str("<tr><td colspan=4>none</td></tr>");
+    }
+    for r in &revoked {
+        html.push_str(&format!(
+            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td class=when data-ms=\"{}\">{}</td></tr>",
+            s(&r["name"]),
+            s(&r["key_id"]),
+            if r["by_name"].is_null() { s(&r["by"]) } else { s(&r["by_name"]) },
+            s(&r["at"]),
+            s(&r["at"]),
         ));
     }
     html.push_str("</table><h2>Replication</h2><table id=replication><tr><th>Peer</th><th>Database</th><th>Direction</th><th>State</th><th>Written</th><th>Pending</th><th>Last sync</th><th>Last error</th></tr>");
@@ -204,5 +242,40 @@ mod tests {
         );
         assert_eq!(s(&serde_json::json!("<script>")), "&lt;script&gt;");
         assert_eq!(bytes(&serde_json::json!(1_500_000)), "1.5 MB");
+    }
+
+    /// Revoked keys are listed with who revoked them and when, escaped; a peer row offers the
+    /// revocation; a device that learned it was revoked says so.
+    #[test]
+    fn the_page_lists_revoked_keys() {
+        use public_key_identity::{Identity, KeyAlgorithm};
+        let device = Identity::generate(KeyAlgorithm::Ed25519).unwrap();
+        let card = IdentityCard::sign(&device, "laptop", Vec::new(), Vec::new(), 1).unwrap();
+        let lost = "a".repeat(52);
+        let status = serde_json::json!({
+            "identity": {"key_id": device.key_id().to_string(), "name": "laptop",
+                         "endpoints": [], "browser_key_id": "", "card": card.to_json(),
+                         "revoked": null},
+            "peers": [{"key_id": "b".repeat(52), "kind": "me", "name": "tablet"}],
+            "revoked": [{"key_id": lost, "name": "<phone>", "by": device.key_id().to_string(),
+                         "by_name": "laptop", "at": 1_767_225_600_000_u64}],
+            "replication": [], "databases": [], "pairings": [],
+        });
+        let html = render_status(&status).unwrap();
+        let table = html.split("<table id=revoked>").nth(1).unwrap();
+        let table = table.split("</table>").next().unwrap();
+        assert!(table.contains(&lost), "{table}");
+        assert!(table.contains("&lt;phone&gt;"), "{table}");
+        assert!(table.contains("<td>laptop</td>"), "{table}");
+        assert!(table.contains("data-ms=\"1767225600000\""), "{table}");
+        assert!(html.contains("<input id=revoke-key"));
+        assert!(!html.contains("id=self-revoked"));
+
+        let mut revoked = status.clone();
+        revoked["revoked"] = serde_json::json!([]);
+        revoked["identity"]["revoked"] = serde_json::json!({"by": "x", "by_name": "tablet"});
+        let html = render_status(&revoked).unwrap();
+        assert!(html.contains("<tr><td colspan=4>none</td></tr>"));
+        assert!(html.contains("This device was revoked by tablet"), "{html}");
     }
 }

@@ -176,12 +176,25 @@ fn check_self_signed(end_entity: &CertificateDer<'_>) -> Result<PeerCert, rustls
     })
 }
 
+/// Which keys a [`SelfSignedClientVerifier`] refuses (revoked ones): asked in every handshake
+/// that presents a client certificate.
+pub type KeyRefusal = Arc<dyn Fn(&KeyId) -> bool + Send + Sync>;
+
 /// The client-certificate verifier of [`server_config`], for callers who build their own
 /// `ServerConfig` (other protocol versions, another certificate resolver).
-#[derive(Debug)]
 pub struct SelfSignedClientVerifier {
     mandatory: bool,
     algorithms: WebPkiSupportedAlgorithms,
+    refused: Option<KeyRefusal>,
+}
+
+impl std::fmt::Debug for SelfSignedClientVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SelfSignedClientVerifier")
+            .field("mandatory", &self.mandatory)
+            .field("refusing", &self.refused.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SelfSignedClientVerifier {
@@ -190,7 +203,15 @@ impl SelfSignedClientVerifier {
         SelfSignedClientVerifier {
             mandatory: auth == ClientAuth::Required,
             algorithms: provider().signature_verification_algorithms,
+            refused: None,
         }
+    }
+
+    /// The same verifier, except that a certificate of a key `refused` names fails the
+    /// handshake with `certificate_revoked`: the client gets no connection at all.
+    pub fn refusing(mut self, refused: KeyRefusal) -> SelfSignedClientVerifier {
+        self.refused = Some(refused);
+        self
     }
 }
 
@@ -213,7 +234,10 @@ impl ClientCertVerifier for SelfSignedClientVerifier {
         _intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        check_self_signed(end_entity)?;
+        let peer = check_self_signed(end_entity)?;
+        if self.refused.as_ref().is_some_and(|r| r(&peer.key_id())) {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
+        }
         Ok(ClientCertVerified::assertion())
     }
 

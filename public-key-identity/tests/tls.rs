@@ -177,6 +177,45 @@ async fn tampered_client_cert_is_refused() {
 }
 
 #[tokio::test]
+async fn a_refused_key_fails_the_handshake_and_others_pass() {
+    let server = identity(KeyAlgorithm::Ed25519);
+    let revoked = identity(KeyAlgorithm::Ed25519);
+    let other = identity(KeyAlgorithm::Ed25519);
+    let refused_key = revoked.key_id();
+    let server_cfg = |refused_key: KeyId| {
+        ServerConfig::builder_with_provider(tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(Arc::new(
+                SelfSignedClientVerifier::new(ClientAuth::Optional)
+                    .refusing(Arc::new(move |k: &KeyId| *k == refused_key)),
+            ))
+            .with_single_cert(vec![server.cert_der().clone()], server.private_key_der())
+            .unwrap()
+    };
+    let (result, saw) = run(
+        server_cfg(refused_key),
+        client_config(server.key_id(), Some(&revoked)).unwrap(),
+    )
+    .await;
+    assert!(result.is_err(), "a refused key got a connection");
+    match saw {
+        ServerSaw::Refused(e) => assert!(e.to_lowercase().contains("revoked"), "{e}"),
+        other => panic!("a refused key got in: {other:?}"),
+    }
+    let (result, saw) = run(
+        server_cfg(refused_key),
+        client_config(server.key_id(), Some(&other)).unwrap(),
+    )
+    .await;
+    assert_eq!(result, Ok(()));
+    assert!(
+        matches!(saw, ServerSaw::Peer(Peer::Key(k)) if k == other.key_id()),
+        "{saw:?}"
+    );
+}
+
+#[tokio::test]
 async fn tampered_server_cert_is_refused_even_with_the_right_pin() {
     let server = identity(KeyAlgorithm::Ed25519);
     let server_cfg = ServerConfig::builder_with_provider(tls::provider())
