@@ -433,3 +433,60 @@ async fn a_sealed_backup_restores_exactly_into_a_fresh_hub() {
     assert!(err.contains(&victim), "{err}");
     assert_eq!(state_of(&c, "journal").len(), total as usize - 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_backup_resumes_from_its_checkpoint() {
+    let Some(server) = pouch_server("backup::a_cut_backup_resumes_from_its_checkpoint") else {
+        return;
+    };
+    let terminator = Terminator::start(server.port).await;
+    let (url, pin) = (terminator.url(), terminator.pin.clone());
+    let a = Hub::start("a");
+    // 1,000 documents and the conflict and deletion: five pages of 250 changes.
+    seed(&a, "journal", 1000, MARKER).await;
+    let total = 1002u64;
+    // The connection drops as the third page's upload starts (two pages are checkpointed).
+    terminator.cut_at("/_bulk_docs", 3);
+    let password_file = a.dir.path().join("password.txt");
+    std::fs::write(&password_file, PASSWORD).unwrap();
+    a.cli_ok(&[
+        "backup",
+        "add",
+        "vault",
+        &url,
+        "journal",
+        "--user",
+        ADMIN,
+        "--password-file",
+        password_file.to_str().unwrap(),
+        "--pin",
+        &pin,
+    ]);
+    let cut_row = eventually(120, "the backup failed at the cut", || async {
+        row(&a, "backup:vault", "journal")
+            .await
+            .filter(|r| terminator.is_cut() && !r["last_error"].is_null())
+    })
+    .await;
+    assert_eq!(cut_row["docs_written"], json!(500), "{cut_row}");
+    let cloud_db = cut_row["remote_db"].as_str().unwrap().to_owned();
+    let (_, info) = server.request("GET", &format!("/{cloud_db}"), None).await;
+    assert_eq!(
+        info["doc_count"],
+        json!(501),
+        "two pages and the manifest: {info}"
+    );
+    let before = terminator.requests().len();
+    terminator.restore();
+    let done = caught_up(&a, "backup:vault", "journal", total).await;
+    assert_eq!(done["docs_written"], json!(total), "{done}");
+    let (_, info) = server.request("GET", &format!("/{cloud_db}"), None).await;
+    assert_eq!(info["doc_count"], json!(total + 1), "{info}");
+    // After the cut only the three remaining pages went up: the run resumed at its checkpoint
+    // (starting over would have sent five pages again).
+    let uploads_after = terminator.requests()[before..]
+        .iter()
+        .filter(|line| line.contains("/_bulk_docs"))
+        .count();
+    assert_eq!(uploads_after, 3, "{:?}", &terminator.requests()[before..]);
+}

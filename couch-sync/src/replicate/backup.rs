@@ -436,12 +436,24 @@ impl Backup {
     /// Creates the cloud database and the manifest as needed, lists `databases` in it, and
     /// returns the epoch.
     async fn prepare(&self, databases: &[String]) -> Result<String> {
+        // Created only when missing: a user with rights on the database alone (no server
+        // admin) may not PUT even an existing one on CouchDB.
         let (status, body) = self
             .remote
-            .request(Method::PUT, "", None, Duration::ZERO)
+            .request(Method::GET, "", None, Duration::ZERO)
             .await?;
-        if !matches!(status.as_u16(), 201 | 202 | 412) {
-            return Err(peer_error(status, &body));
+        match status.as_u16() {
+            200 => {}
+            404 => {
+                let (status, body) = self
+                    .remote
+                    .request(Method::PUT, "", None, Duration::ZERO)
+                    .await?;
+                if !matches!(status.as_u16(), 201 | 202 | 412) {
+                    return Err(peer_error(status, &body));
+                }
+            }
+            _ => return Err(peer_error(status, &body)),
         }
         let mut manifest = match self.manifest().await? {
             Some(m) => m,
