@@ -239,7 +239,8 @@ enum CloudCommand {
     },
     /// List the cloud peers.
     List,
-    /// Remove a cloud peer (and its stored password).
+    /// Remove a cloud peer or backup (and its stored password and backup key: the server's copy
+    /// of a backup then opens only with its recovery words).
     Remove {
         /// Its name.
         name: String,
@@ -622,9 +623,14 @@ fn cloud_command(layout: &Layout, command: CloudCommand) -> Result<()> {
                     format!("every {} s", c.every_secs)
                 };
                 println!(
-                    "{}\t{}\t{:?} {dbs} {when}, auth {:?}{}",
+                    "{}\t{}\t{}{:?} {dbs} {when}, auth {:?}{}",
                     c.name,
                     c.url,
+                    if c.encrypted {
+                        "encrypted backup, "
+                    } else {
+                        ""
+                    },
                     c.direction,
                     c.auth,
                     if c.pin_sha256.is_some() {
@@ -642,10 +648,14 @@ fn cloud_command(layout: &Layout, command: CloudCommand) -> Result<()> {
                 anyhow::bail!("no cloud peer named {name}");
             }
             layout.save_config(&config)?;
-            let secret = cloud::secret_path(layout, &name);
-            if secret.exists() {
-                std::fs::remove_file(&secret)
-                    .with_context(|| format!("removing {}", secret.display()))?;
+            for secret in [
+                cloud::secret_path(layout, &name),
+                backup::key_path(layout, &name),
+            ] {
+                if secret.exists() {
+                    std::fs::remove_file(&secret)
+                        .with_context(|| format!("removing {}", secret.display()))?;
+                }
             }
             println!("cloud peer {name} removed");
         }
