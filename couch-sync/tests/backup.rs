@@ -302,3 +302,46 @@ fn walk_bytes(dir: &std::path::Path) -> Vec<u8> {
     }
     out
 }
+
+#[tokio::test]
+async fn a_server_that_refuses_documents_ends_the_run_with_its_reason() {
+    let server = common::start().await;
+    let (dir, store1) = store();
+    let db = store1.create_db("journal").unwrap();
+    put(&db, "a", json!({"v": 1}));
+    let secret = [3u8; 32];
+    let b = backup(&server, &secret, dir.path());
+    // The first run creates the cloud database; then its owner installs a rule that refuses
+    // every further document.
+    b.run(&db, |_, _| {}).await.unwrap();
+    let cloud = BackupKey::from_secret(&secret).unwrap();
+    let reply = server
+        .put_json(
+            &format!("/{}/_design/closed", cloud.cloud_db()),
+            &json!({"validate_doc_update":
+                "function(doc) { throw({forbidden: 'this server takes no more'}); }"}),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{:?}", reply.json());
+    put(&db, "b", json!({"v": 2}));
+    let err = b.run(&db, |_, _| {}).await.unwrap_err();
+    assert_eq!(err.status(), 403, "{err}");
+    assert!(
+        err.to_string().contains("this server takes no more"),
+        "{err}"
+    );
+    // Nothing was checkpointed past the refused document: it is sent again next time.
+    let d = server.store.db(cloud.cloud_db()).unwrap();
+    let before = d.info().unwrap().doc_count;
+    let reply = server
+        .delete(&format!(
+            "/{}/_design/closed?rev={}",
+            cloud.cloud_db(),
+            d.get("_design/closed", &GetOptions::default()).unwrap().rev
+        ))
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json());
+    let again = b.run(&db, |_, _| {}).await.unwrap();
+    assert_eq!(again.docs, 1);
+    assert_eq!(d.info().unwrap().doc_count, before);
+}

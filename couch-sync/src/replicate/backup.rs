@@ -41,7 +41,7 @@ use std::time::Duration;
 use flate2::Compression;
 use flate2::read::DeflateDecoder;
 use flate2::write::DeflateEncoder;
-use hyper::{Method, StatusCode};
+use hyper::Method;
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::{hkdf, hmac};
@@ -581,28 +581,37 @@ impl Backup {
                         &[201, 202],
                     )
                     .await?;
-                let mut failed: BTreeMap<String, Value> = BTreeMap::new();
+                // Per-document failures: a conflict retries; a refusal by the server's rules
+                // (401, 403, 413) ends the run with that status; anything else is the
+                // server's trouble (transient).
+                let mut failed: BTreeMap<String, (String, String)> = BTreeMap::new();
                 for row in reply.as_array().into_iter().flatten() {
                     if let (Some(id), Some(error)) = (
                         row.get("id").and_then(Value::as_str),
                         row.get("error").and_then(Value::as_str),
                     ) {
-                        failed.insert(
-                            id.to_owned(),
-                            json!({"error": error, "reason": row.get("reason")}),
-                        );
+                        let reason = row
+                            .get("reason")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default();
+                        failed.insert(id.to_owned(), (error.to_owned(), reason.to_owned()));
                     }
                 }
                 for (id, sealed) in small {
-                    match failed.get(&id) {
+                    match failed.remove(&id) {
                         None => {}
-                        Some(e) if e.get("error") == Some(&json!("conflict")) => {
-                            retry.push((id, sealed));
-                        }
-                        Some(e) => {
-                            return Err(peer_error(
-                                StatusCode::BAD_GATEWAY,
-                                e.to_string().as_bytes(),
+                        Some((error, _)) if error == "conflict" => retry.push((id, sealed)),
+                        Some((error, reason)) => {
+                            let status = match error.as_str() {
+                                "unauthorized" => 401,
+                                "forbidden" => 403,
+                                "too_large" | "document_too_large" => 413,
+                                _ => 502,
+                            };
+                            return Err(Error::couch(
+                                status,
+                                error,
+                                format!("the server did not store a backup document: {reason}"),
                             ));
                         }
                     }
