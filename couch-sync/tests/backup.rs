@@ -19,33 +19,10 @@ use couch_sync::replicate::backup::{Backup, BackupKey};
 use couch_sync::replicate::{Remote, TcpConnector, TokioClock};
 use couch_sync::{
     AttachmentMode, ChangesQuery, Database, DocUpdate, GetOptions, OpenRev, OpenRevs, Revisions,
-    Store, StoreConfig,
 };
 use serde_json::{Value, json};
 
-fn body(v: Value) -> serde_json::Map<String, Value> {
-    v.as_object().unwrap().clone()
-}
-
-fn put(db: &Database, id: &str, v: Value) -> String {
-    db.put(
-        Some(id),
-        DocUpdate {
-            body: body(v),
-            ..DocUpdate::default()
-        },
-        true,
-    )
-    .unwrap()
-    .1
-    .to_string()
-}
-
-fn store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
-    (dir, store)
-}
+use common::{body, put, store};
 
 const SECRET_WORD: &str = "plaintext-marker-zebra";
 

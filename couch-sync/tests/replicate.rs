@@ -19,29 +19,7 @@ use couch_sync::replicate::{
 use couch_sync::{Database, DocUpdate, GetOptions, Revisions, Store, StoreConfig};
 use serde_json::{Value, json};
 
-fn body(v: Value) -> serde_json::Map<String, Value> {
-    v.as_object().unwrap().clone()
-}
-
-fn put(db: &Database, id: &str, v: Value) -> String {
-    db.put(
-        Some(id),
-        DocUpdate {
-            body: body(v),
-            ..DocUpdate::default()
-        },
-        true,
-    )
-    .unwrap()
-    .1
-    .to_string()
-}
-
-fn store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
-    (dir, store)
-}
+use common::{body, put, store};
 
 /// Everything a replica shows of a document: winner, body, conflicts.
 fn snapshot(db: &Database) -> Vec<Value> {

@@ -187,17 +187,13 @@ fn printed_words(out: &str) -> String {
     words.join(" ")
 }
 
-/// Runs `device-hub restore` into `hub`'s (stopped) data directory.
-fn restore(hub: &Hub, url: &str, pin: &str, words: &str) -> std::process::Output {
-    let words_file = hub.dir.path().join("words.txt");
-    std::fs::write(&words_file, words).unwrap();
+/// Runs `device-hub ARGS… --user ADMIN --password-file … --pin PIN` on `hub`: a command that
+/// reaches the pouchdb-server through the terminator (key `pin`) as its admin.
+fn as_admin(hub: &Hub, pin: &str, args: &[&str]) -> std::process::Output {
     let password_file = hub.dir.path().join("password.txt");
-    std::fs::write(&password_file, PASSWORD).unwrap();
-    let out = hub.cli(&[
-        "restore",
-        url,
-        "--words-file",
-        words_file.to_str().unwrap(),
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    let mut all = args.to_vec();
+    all.extend([
         "--user",
         ADMIN,
         "--password-file",
@@ -205,6 +201,29 @@ fn restore(hub: &Hub, url: &str, pin: &str, words: &str) -> std::process::Output
         "--pin",
         pin,
     ]);
+    hub.cli(&all)
+}
+
+/// The standard output of a command that must succeed.
+fn succeeded(args: &str, out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "device-hub {args} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `device-hub restore` into `hub`'s (stopped) data directory.
+fn restore(hub: &Hub, url: &str, pin: &str, words: &str) -> std::process::Output {
+    let words_file = hub.dir.path().join("words.txt");
+    std::fs::write(&words_file, words).unwrap();
+    let out = as_admin(
+        hub,
+        pin,
+        &["restore", url, "--words-file", words_file.to_str().unwrap()],
+    );
     std::fs::remove_file(&words_file).unwrap();
     out
 }
@@ -225,23 +244,15 @@ async fn a_sealed_backup_restores_exactly_into_a_fresh_hub() {
     let owner = a.owner();
 
     // The encrypted backup.
-    let password_file = a.dir.path().join("password.txt");
-    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
     let started = Instant::now();
-    let out = a.cli_ok(&[
-        "backup",
-        "add",
-        "vault",
-        &url,
-        "journal",
-        "--user",
-        ADMIN,
-        "--password-file",
-        password_file.to_str().unwrap(),
-        "--cookie",
-        "--pin",
-        &pin,
-    ]);
+    let out = succeeded(
+        "backup add",
+        as_admin(
+            &a,
+            &pin,
+            &["backup", "add", "vault", &url, "journal", "--cookie"],
+        ),
+    );
     let words = printed_words(&out);
     let key_file = a.dir.path().join("cloud/vault.backup-key");
     #[cfg(unix)]
@@ -261,22 +272,16 @@ async fn a_sealed_backup_restores_exactly_into_a_fresh_hub() {
 
     // The same kind of database, replicated in the clear to the same server: the reference.
     let started = Instant::now();
-    a.cli_ok(&[
-        "cloud",
-        "add",
-        "clear",
-        &url,
-        "--db",
-        "plain",
-        "--push",
-        "--user",
-        ADMIN,
-        "--password-file",
-        password_file.to_str().unwrap(),
-        "--cookie",
-        "--pin",
-        &pin,
-    ]);
+    succeeded(
+        "cloud add",
+        as_admin(
+            &a,
+            &pin,
+            &[
+                "cloud", "add", "clear", &url, "--db", "plain", "--push", "--cookie",
+            ],
+        ),
+    );
     caught_up(&a, "cloud:clear", "plain", total).await;
     let plain_secs = started.elapsed().as_secs_f64();
     println!(
@@ -447,21 +452,10 @@ async fn a_cut_backup_resumes_from_its_checkpoint() {
     let total = 1002u64;
     // The connection drops as the third page's upload starts (two pages are checkpointed).
     terminator.cut_at("/_bulk_docs", 3);
-    let password_file = a.dir.path().join("password.txt");
-    std::fs::write(&password_file, PASSWORD).unwrap();
-    a.cli_ok(&[
-        "backup",
-        "add",
-        "vault",
-        &url,
-        "journal",
-        "--user",
-        ADMIN,
-        "--password-file",
-        password_file.to_str().unwrap(),
-        "--pin",
-        &pin,
-    ]);
+    succeeded(
+        "backup add",
+        as_admin(&a, &pin, &["backup", "add", "vault", &url, "journal"]),
+    );
     let cut_row = eventually(120, "the backup failed at the cut", || async {
         row(&a, "backup:vault", "journal")
             .await

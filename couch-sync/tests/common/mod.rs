@@ -162,3 +162,30 @@ impl TestServer {
         self.send("DELETE", path, &[], Bytes::new()).await
     }
 }
+
+/// A JSON object as a document body.
+pub fn body(v: Value) -> serde_json::Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+/// Writes `v` as document `id` (a new edit); returns the new revision.
+pub fn put(db: &couch_sync::Database, id: &str, v: Value) -> String {
+    db.put(
+        Some(id),
+        couch_sync::DocUpdate {
+            body: body(v),
+            ..couch_sync::DocUpdate::default()
+        },
+        true,
+    )
+    .unwrap()
+    .1
+    .to_string()
+}
+
+/// A fresh store in a temporary directory (kept while the `TempDir` lives).
+pub fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
+    (dir, store)
+}
