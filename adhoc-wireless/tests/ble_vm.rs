@@ -25,8 +25,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// only when a scan starts or the advertisement changes, and bluetoothd restarts LE discovery
 /// about every 10.3 s, so a live peer is heard about that often here.
 const SILENCE_MS: u64 = 15_000;
-/// How long one discovery may take under TCG emulation.
-const FIND_MS: u64 = 30_000;
+/// How long one discovery may take under TCG emulation: a read of the advert whose L2CAP
+/// connect stalls (each step of an attempt may take the 10 s handshake timeout before the
+/// attempt is retried) needed more than 30 s once on a loaded machine. The latency figure is
+/// measured, not bounded, by this.
+const FIND_MS: u64 = 60_000;
 
 fn skip(test: &str, reason: &str) -> bool {
     let line = format!("SKIPPED (ble_vm::{test}): {reason}");
