@@ -42,14 +42,29 @@ fn snapshot(db: &Database) -> Vec<Value> {
 }
 
 fn remote(s: &common::TestServer, db: &str) -> Endpoint {
+    remote_at(s.addr, db)
+}
+
+/// Database `db` of the server at `addr`, over plain HTTP.
+fn remote_at(addr: std::net::SocketAddr, db: &str) -> Endpoint {
     Endpoint::Remote(Arc::new(
         Remote::new(
-            &format!("http://{}/{db}", s.addr),
+            &format!("http://{addr}/{db}"),
             Arc::new(TcpConnector),
             Arc::new(TokioClock),
         )
         .unwrap(),
     ))
+}
+
+/// Serves `app` on a free loopback port; the task ends the server when aborted.
+async fn serve(app: axum::Router) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, server)
 }
 
 fn seed(db: &Database) {
@@ -420,21 +435,10 @@ async fn falls_back_to_open_revs_without_bulk_get() {
             inner.oneshot(req).await.into_response()
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (addr, server) = serve(app).await;
     let (_d2, s2) = store();
     let target = s2.create_db("new").unwrap();
-    let source = Endpoint::Remote(Arc::new(
-        Remote::new(
-            &format!("http://{addr}/old"),
-            Arc::new(TcpConnector),
-            Arc::new(TokioClock),
-        )
-        .unwrap(),
-    ));
+    let source = remote_at(addr, "old");
     let result = Replication::new(
         source,
         Endpoint::Local(target.clone()),
@@ -571,21 +575,10 @@ async fn a_busy_peer_is_left_alone_as_long_as_it_asks() {
             inner.oneshot(req).await.into_response()
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (addr, server) = serve(app).await;
     let (_d2, s2) = store();
     let target = s2.create_db("patient").unwrap();
-    let source = Endpoint::Remote(Arc::new(
-        Remote::new(
-            &format!("http://{addr}/busy"),
-            Arc::new(TcpConnector),
-            Arc::new(TokioClock),
-        )
-        .unwrap(),
-    ));
+    let source = remote_at(addr, "busy");
     let clock = SimulatedClock::new(0);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let options = ReplicationOptions {
